@@ -2,7 +2,8 @@
 
 One split ("train" or "val") of one benchmark folder is three files::
 
-    {part}_data_joint.npy   float32 (N, C=3, T, V=25, M=2), zero-padded after num_frame
+    {part}_data_joint.npy   float32 (N, C=3, T, V=25, M=2); frames after num_frame are
+                            padding (CMD repeats the clip there) and are never read
     {part}_num_frame.npy    int     (N,) valid frames of each clip
     {part}_label.pkl        pickle of (sample_names: list[str], labels: list[int], 0-based)
 

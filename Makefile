@@ -1,0 +1,30 @@
+# Set-up and the two jobs of README.md. Everything installs into ./.venv.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+# torch is pinned in the install step (a CPU wheel on our machines); pyproject keeps a range.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install book test test-fast clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)" -e ".[book,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Build the book on the synthetic default data (book profile), warnings are errors.
+book: install
+	I2MD_PROFILE=book $(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+# Unit tests + every chapter notebook at smoke scale (pytest --nbval-lax), two workers.
+test: install
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 I2MD_PROFILE=smoke \
+	  $(PY) -m pytest -n 2 --dist loadfile tests book --nbval-lax --nbval-current-env
+
+test-fast: install
+	I2MD_PROFILE=smoke $(PY) -m pytest -x -q tests
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,116 @@
+"""Figures for the book: the offline plotly renderer and skeleton viewers.
+
+Chapters call :func:`use_book_renderer` once. Figures then carry two outputs:
+plotly's JSON (rendered by JupyterLab) and a small HTML snippet that draws the
+figure with the ``plotly.min.js`` the book ships (``book/_ext/plotly_offline.py``),
+so the built HTML stays small and works without network access.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .skeleton import BONES, JOINT_NAMES
+
+
+def use_book_renderer() -> None:
+    """Make ``fig.show()`` emit plotly JSON plus offline-ready HTML (no CDN, no MathJax)."""
+    import plotly.io as pio
+    from plotly.io._base_renderers import HtmlRenderer
+
+    class _BookHtmlRenderer(HtmlRenderer):
+        def __init__(self) -> None:
+            super().__init__(connected=False, full_html=False, global_init=False)
+
+        def to_mimebundle(self, fig_dict):  # noqa: D102 - plotly renderer hook
+            html = pio.to_html(
+                fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False,
+                validate=False, config={"responsive": True},
+            )
+            return {"text/html": html}
+
+    pio.renderers["book"] = _BookHtmlRenderer()
+    pio.renderers.default = "plotly_mimetype+book"
+
+
+def _body_traces(frame: np.ndarray, color: str, name: str):
+    """Line segments of one body. ``frame``: (3, V) xyz of one frame."""
+    import plotly.graph_objects as go
+
+    xs, ys, zs = [], [], []
+    for child, parent in BONES:
+        for a in (child, parent):
+            xs.append(frame[0, a]); ys.append(frame[1, a]); zs.append(frame[2, a])
+        xs.append(None); ys.append(None); zs.append(None)
+    bones = go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line=dict(color=color, width=5),
+                         name=name, hoverinfo="skip")
+    joints = go.Scatter3d(x=frame[0], y=frame[1], z=frame[2], mode="markers",
+                          marker=dict(size=3, color=color), text=list(JOINT_NAMES),
+                          hoverinfo="text", showlegend=False)
+    return [bones, joints]
+
+
+def skeleton_animation(clip: np.ndarray, num_frame: int | None = None, title: str = "",
+                       step: int = 2, up_axis: str = "z"):
+    """Interactive animated 3D viewer of one clip (plotly), with a Play button and a slider.
+
+    Args:
+        clip: ``(C=3, T, V=25, M)`` joint coordinates of one clip.
+        num_frame: valid frames (default: all).
+        step: show every ``step``-th frame (keeps the page small).
+        up_axis: ``"z"`` for normalised clips (spine on +z), ``"y"`` for raw Kinect
+            camera coordinates (y up).
+    """
+    import plotly.graph_objects as go
+
+    clip = np.asarray(clip, dtype=float)
+    T = int(num_frame or clip.shape[1])
+    frames_idx = list(range(0, T, max(1, step)))
+    # Reorder axes so that the up axis is plotly's z.
+    order = {"z": (0, 1, 2), "y": (0, 2, 1)}[up_axis]
+    data = clip[list(order)]
+    persons = [m for m in range(data.shape[3]) if np.abs(data[:, :T, :, m]).sum() > 0]
+    colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+
+    def traces(t: int):
+        out = []
+        for m in persons:
+            out += _body_traces(data[:, t, :, m], colors[m % len(colors)], f"body {m}")
+        return out
+
+    valid = data[:, :T][..., persons]
+    lo, hi = valid.reshape(3, -1).min(1), valid.reshape(3, -1).max(1)
+    centre, half = (lo + hi) / 2, max((hi - lo).max() / 2, 1e-3) * 1.1
+    axes = {k: dict(range=[centre[i] - half, centre[i] + half], title=n)
+            for i, (k, n) in enumerate(zip(("xaxis", "yaxis", "zaxis"), "xyz" if up_axis == "z" else "xzy"))}
+    fig = go.Figure(
+        data=traces(frames_idx[0]),
+        frames=[go.Frame(data=traces(t), name=str(t)) for t in frames_idx],
+    )
+    fig.update_layout(
+        title=title, height=480, margin=dict(l=0, r=0, t=40, b=0),
+        scene=dict(aspectmode="cube", **axes),
+        updatemenus=[dict(type="buttons", showactive=False, x=0.05, y=0.05, buttons=[
+            dict(label="Play", method="animate",
+                 args=[None, dict(frame=dict(duration=60, redraw=True), fromcurrent=True)]),
+            dict(label="Pause", method="animate",
+                 args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")]),
+        ])],
+        sliders=[dict(x=0.2, len=0.75, y=0.02, currentvalue=dict(prefix="frame "), steps=[
+            dict(method="animate", label=str(t),
+                 args=[[str(t)], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
+            for t in frames_idx])],
+    )
+    return fig
+
+
+def draw_skeleton_2d(ax, frame: np.ndarray, dims: Sequence[int] = (0, 2), color: str = "C0",
+                     alpha: float = 1.0, lw: float = 2.0) -> None:
+    """Draw one body of one frame on a matplotlib axis. ``frame``: (3, V)."""
+    a, b = dims
+    for child, parent in BONES:
+        ax.plot([frame[a, child], frame[a, parent]], [frame[b, child], frame[b, parent]],
+                color=color, alpha=alpha, lw=lw)
+    ax.scatter(frame[a], frame[b], s=8, color=color, alpha=alpha, zorder=3)
+    ax.set_aspect("equal")
