@@ -1,0 +1,153 @@
+"""Checkpoints of a pretraining run: atomic save, checked load, RNG capture, config diffs.
+
+A run folder holds one checkpoint file, ``checkpoint.pt``, replaced atomically each
+time (a crash mid-write leaves the previous one intact). It is a plain dict::
+
+    format      CHECKPOINT_FORMAT
+    model       MoCo state dict (encoders, heads, queues, queue pointer)
+    optimizer   SGD state dict
+    scheduler   MultiStepLR state dict
+    scaler      GradScaler state dict (fp16 only; else empty)
+    epoch       epoch the run is in (== epochs done when batch_in_epoch == 0)
+    batch_in_epoch  batches of that epoch already trained
+    step        optimizer steps done in total
+    rng         Python, NumPy, torch CPU (and CUDA) generator states
+    config      ExperimentConfig.to_dict() of the run
+
+Only plain types and tensors are stored, so it loads with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from .config import ExperimentConfig, _flatten
+from .utils import atomic_write
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CONFIG_NAME = "config.yaml"
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or does not fit the run (the message names the file)."""
+
+
+class ConfigMismatchError(ValueError):
+    """Resuming with a config that differs from the checkpoint's (the message lists the keys)."""
+
+
+def checkpoint_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_NAME
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (a temporary file, then one rename)."""
+    return atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: the file is truncated, corrupt or not one of our checkpoints.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint (corrupt or truncated?): {e}") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: not an i2md_lib pretraining checkpoint (format "
+            f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r}, "
+            f"expected {CHECKPOINT_FORMAT})"
+        )
+    missing = {"model", "optimizer", "scheduler", "epoch", "batch_in_epoch", "step", "rng", "config"} - set(state)
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks the entries {sorted(missing)}")
+    return state
+
+
+# -- random generators ----------------------------------------------------------
+def capture_rng_state() -> dict[str, Any]:
+    """The states of Python's, NumPy's and torch's global generators (plain types only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state` (CUDA states only when CUDA is present)."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, gauss_np = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss_np))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# -- configs ----------------------------------------------------------------------
+#: Keys that may differ on resume without being asked for: they do not change the maths.
+RUNTIME_KEYS: frozenset[str] = frozenset({"pretrain.device", "data.num_workers", "data.mmap"})
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two ``to_dict()`` configs -> ``(old, new)``."""
+    a, b = dict(_flatten(old)), dict(_flatten(new))
+    norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731 (YAML gives lists)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if norm(a.get(k)) != norm(b.get(k))}
+
+
+def check_resume_config(path: Path, saved: Mapping[str, Any], cfg: ExperimentConfig,
+                        allow_changes: Iterable[str] = ()) -> None:
+    """Raise :class:`ConfigMismatchError` if ``cfg`` differs from the checkpoint's config
+    in a key other than :data:`RUNTIME_KEYS` and ``allow_changes``."""
+    allowed = RUNTIME_KEYS | set(allow_changes)
+    diffs = {k: v for k, v in config_differences(saved, cfg.to_dict()).items() if k not in allowed}
+    if diffs:
+        lines = "\n".join(f"  {k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in diffs.items())
+        raise ConfigMismatchError(
+            f"{path}: the run was started with a different config:\n{lines}\n"
+            f"resume with the checkpoint's config, start over (--no-resume / resume=False), or "
+            f"allow these changes explicitly (--allow-change KEY / allow_changes=[...])"
+        )
+
+
+def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"):
+    """``(cfg, model)`` from a run folder or a checkpoint file; the model is in eval mode.
+
+    ``model`` is a :class:`~i2md_lib.models.moco.MoCo`; its query encoders are
+    :func:`~i2md_lib.models.moco.encoders_for_eval` ``(model)``.
+    """
+    from .models.moco import build_model  # here: models import the config, not the other way
+
+    path = Path(path)
+    file = checkpoint_path(path) if path.is_dir() else path
+    state = load_checkpoint(file, map_location)
+    try:
+        cfg = ExperimentConfig.from_dict(state["config"])
+    except ValueError as e:
+        raise CheckpointError(f"{file}: the stored config is not valid here: {e}") from e
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{file}: model weights do not fit the stored config: {e}") from e
+    return cfg, model.to(map_location).eval()

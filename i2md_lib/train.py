@@ -1,0 +1,269 @@
+"""The one pretraining loop every method uses, with logging and exact resume.
+
+:func:`pretrain` trains the model of ``cfg.pretrain.method`` and writes into ``run_dir``:
+
+* ``config.yaml`` -- the resolved config (``ExperimentConfig.from_dict`` reads it back);
+* ``log.csv``     -- one row per optimizer step: step, epoch, lr, every loss term and
+  the diagnostics of :func:`i2md_lib.models.moco.contrast_stats`;
+* ``checkpoint.pt`` -- see :mod:`i2md_lib.checkpoint`, written every
+  ``checkpoint_every`` epochs, at the end, and where ``max_steps`` stops a run.
+
+Exact resume: the batches of epoch ``e`` are a permutation seeded by ``(seed, e)``,
+the two views of clip ``i`` are drawn from ``(seed, e, i)`` (see
+:mod:`i2md_lib.data.datasets`), and a checkpoint records how many batches of the
+current epoch are done. A resumed run therefore sees exactly the batches the
+uninterrupted run would have seen, and ends with identical weights.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .checkpoint import (CHECKPOINT_FORMAT, CONFIG_NAME, capture_rng_state, check_resume_config,
+                         checkpoint_path, load_checkpoint, restore_rng_state, save_checkpoint)
+from .checkpoint import load_pretrained  # noqa: F401  (re-exported: train -> load the result)
+from .config import ExperimentConfig
+from .data.datasets import EpochShuffleSampler, PretrainDataset, load_arrays, resolve_num_workers
+from .data.store import SkeletonArrays
+from .models.moco import build_model
+from .utils import atomic_write, get_device, set_seed
+
+LOG_NAME = "log.csv"
+
+
+def pretrain(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    resume: bool = True,
+    max_steps: int | None = None,
+    progress: bool = True,
+    allow_changes: Iterable[str] = (),
+    arrays: SkeletonArrays | None = None,
+) -> list[dict[str, float]]:
+    """Pretrain ``cfg.pretrain.method`` on the train split of ``cfg.data``.
+
+    Args:
+        cfg: the whole experiment config.
+        run_dir: folder for config, log and checkpoint (created if needed).
+        resume: continue from ``run_dir/checkpoint.pt`` if it exists; ``False``
+            starts over (the old checkpoint and log are discarded).
+        max_steps: stop after this many optimizer steps in total (counted from the
+            start of the run, not of this call) and checkpoint there.
+        progress: show a tqdm bar per epoch.
+        allow_changes: dotted config keys that may differ from the checkpoint's
+            config on resume (e.g. ``["pretrain.epochs"]``).
+        arrays: train on these clips instead of ``load_arrays(cfg.data, "train")``.
+
+    Returns:
+        The whole run's log so far: one dict per step (``pandas.DataFrame(history)``).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    p = cfg.pretrain
+    set_seed(p.seed)
+    device = get_device(p.device)
+    autocast_dtype = amp_dtype(p.amp, device)
+    dataset = PretrainDataset.from_config(load_arrays(cfg.data, "train") if arrays is None else arrays, cfg)
+    batches_per_epoch = len(dataset) // p.batch_size   # drop_last
+    if batches_per_epoch == 0:
+        raise ValueError(f"{len(dataset)} training clips are fewer than one batch of {p.batch_size}")
+
+    model = build_model(cfg).to(device)
+    optimizer = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=p.lr,
+                                momentum=p.sgd_momentum, weight_decay=p.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(p.lr_milestones), p.lr_gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    epoch = batch_in_epoch = step = 0
+    ckpt = checkpoint_path(run_dir)
+    if not resume:
+        ckpt.unlink(missing_ok=True)   # starting over: an old checkpoint must not pair with the new log
+    if ckpt.exists():
+        state = load_checkpoint(ckpt, map_location=device)
+        check_resume_config(ckpt, state["config"], cfg, allow_changes)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        epoch, batch_in_epoch, step = state["epoch"], state["batch_in_epoch"], state["step"]
+    write_config(run_dir / CONFIG_NAME, cfg)
+    log = CsvLog(run_dir / LOG_NAME, keep_until_step=step)
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt, {
+            "format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step,
+            "rng": capture_rng_state(), "config": cfg.to_dict()})
+
+    def stop() -> bool:
+        return max_steps is not None and step >= max_steps
+
+    with log:
+        while epoch < p.epochs and not stop():
+            model.train()
+            loader = epoch_loader(dataset, cfg, epoch, skip_batches=batch_in_epoch)
+            bar = tqdm(loader, desc=f"{p.method} epoch {epoch + 1}/{p.epochs}", disable=not progress,
+                       initial=batch_in_epoch, total=batches_per_epoch, leave=False)
+            for view_q, view_k, _ in bar:
+                view_q, view_k = view_q.to(device, non_blocking=True), view_k.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    terms = model(view_q, view_k, epoch=epoch)    # loss terms, "total" included
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(terms["total"]).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step, batch_in_epoch = step + 1, batch_in_epoch + 1
+                row = {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                       **to_floats({**terms, **model.last_stats})}
+                log.append(row)
+                bar.set_postfix(loss=f"{row['total']:.3f}")
+                if stop():
+                    break
+            epoch_done = batch_in_epoch == batches_per_epoch
+            if epoch_done:
+                scheduler.step()
+                epoch, batch_in_epoch = epoch + 1, 0
+            if (epoch_done and (epoch % p.checkpoint_every == 0 or epoch == p.epochs)) or stop():
+                checkpoint()
+    return log.rows
+
+
+def to_floats(scalars: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar tensors -> Python floats, with one device sync for all of them."""
+    values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()
+    return dict(zip(scalars, values))
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``PretrainConfig.amp`` on ``device`` (``None``: full precision)."""
+    if amp == "none":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError(f"pretrain.amp='fp16' needs a CUDA device, got {device}; use 'bf16' or 'none'")
+        return torch.float16
+    raise ValueError(f"pretrain.amp must be 'none', 'bf16' or 'fp16', got {amp!r}")
+
+
+def epoch_batches(num_clips: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of ``epoch``: a permutation seeded by ``(seed, epoch)``, cut into full batches."""
+    sampler = EpochShuffleSampler(num_clips, seed)
+    sampler.set_epoch(epoch)
+    order = list(sampler)
+    return [order[i:i + batch_size] for i in range(0, num_clips - batch_size + 1, batch_size)]
+
+
+def epoch_loader(dataset: PretrainDataset, cfg: ExperimentConfig, epoch: int,
+                 skip_batches: int = 0) -> DataLoader:
+    """A DataLoader over the batches of ``epoch`` after the first ``skip_batches`` (for resume)."""
+    p = cfg.pretrain
+    dataset.set_epoch(epoch)
+    batches = epoch_batches(len(dataset), p.batch_size, p.seed, epoch)[skip_batches:]
+    # the generator only seeds worker processes; the views are seeded per clip by the dataset
+    generator = torch.Generator().manual_seed(p.seed * 100_003 + epoch)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=resolve_num_workers(cfg.data.num_workers),
+                      pin_memory=torch.cuda.is_available(), generator=generator)
+
+
+# -- run-folder files --------------------------------------------------------------
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    """``cfg`` as YAML (tuples written as lists; ``ExperimentConfig.from_dict`` reads it back)."""
+    return yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False)
+
+
+def write_config(path: Path, cfg: ExperimentConfig) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(config_to_yaml(cfg)))
+
+
+def read_config(path: str | Path) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from a YAML file written by :func:`write_config`."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    try:
+        return ExperimentConfig.from_dict(data)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class CsvLog:
+    """``log.csv`` of a run: rows kept in memory (``rows``) and appended to the file.
+
+    Opening it keeps only the rows with ``step <= keep_until_step`` (the rows a resumed
+    checkpoint has seen), so steps trained after the last checkpoint are not duplicated.
+    """
+
+    def __init__(self, path: Path, keep_until_step: int = 0) -> None:
+        self.path = path
+        self.rows = [r for r in read_log(path, allow_partial_last_row=True) if r["step"] <= keep_until_step] if path.exists() else []
+        self._fields = list(self.rows[0]) if self.rows else None
+        atomic_write(path, lambda tmp: self._write_all(tmp))
+        self._file = None
+
+    def _write_all(self, tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            if self._fields:
+                writer = csv.DictWriter(f, self._fields)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+    def __enter__(self) -> "CsvLog":
+        self._file = open(self.path, "a", newline="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def append(self, row: dict[str, float]) -> None:
+        if self._fields is None:
+            self._fields = list(row)
+            csv.DictWriter(self._file, self._fields).writeheader()
+        if list(row) != self._fields:
+            raise ValueError(f"{self.path}: log columns changed from {self._fields} to {list(row)}")
+        csv.DictWriter(self._file, self._fields).writerow(row)
+        self._file.flush()
+        self.rows.append(row)
+
+
+def read_log(path: str | Path, allow_partial_last_row: bool = False) -> list[dict[str, float]]:
+    """The rows of a run's ``log.csv`` (``step`` and ``epoch`` as int, the rest float).
+
+    ``allow_partial_last_row`` drops a cut-off last row (a run killed mid-write)
+    instead of raising ``ValueError``.
+    """
+    path = Path(path)
+    rows: list[dict[str, float]] = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        lines = list(reader)
+    for i, r in enumerate(lines):
+        try:
+            rows.append({k: int(v) if k in ("step", "epoch") else float(v) for k, v in r.items()})
+        except (TypeError, ValueError) as e:
+            if allow_partial_last_row and i == len(lines) - 1:
+                break
+            raise ValueError(f"{path}, line {i + 2}: not a row of a training log ({e})") from e
+    return rows
