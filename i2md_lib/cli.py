@@ -31,7 +31,7 @@ import yaml
 from .config import PROFILES, ExperimentConfig, _flatten
 
 #: ``i2md_lib.models.moco.METHODS``, repeated so that ``--help`` needs no torch import.
-METHOD_CHOICES: tuple[str, ...] = ("moco", "moco3", "posmining", "cmd")
+METHOD_CHOICES: tuple[str, ...] = ("moco", "moco3", "posmining", "cmd", "i2md")
 
 #: Errors that are the user's input, not a bug: printed as one line, exit code 1.
 USER_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError,)

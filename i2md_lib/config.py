@@ -114,6 +114,17 @@ class PretrainConfig:
     cmd_weight: float = 1.0
     posmining_topk: int = 1         # CrosSCLR-style mined positives per sample
     posmining_start_epoch: int = 0  # epoch from which mined positives are used
+    # I²MD (method "i2md"): only the paper's abstract is available, so every value
+    # below is OUR choice (see i2md_lib/dna.py and Chapters 4-5 of the book).
+    cluster_weight: float = 1.0     # weight of each modality's cluster-level (DNA) InfoNCE
+    imd_weight: float = 1.0         # weight of intra-modal mutual distillation (both directions)
+    imd_topk: int = 8192            # neighbours the IMD teacher keeps (as cmd_topk)
+    dna_max_neighbors: int = 32     # candidate neighbours per anchor (0 disables DNA)
+    dna_threshold: float = 0.5      # minimum cosine similarity of a kept neighbour
+    dna_margin: float = 0.1         # kept neighbours lie within this of the best match (>= 2 disables)
+    dna_tau: float = 0.1            # temperature of the aggregation weights
+    dna_space: str = "cluster"      # rank neighbours in the cluster or the instance branch
+    dna_warmup_epochs: int = 50     # plain instance contrast in the cluster branch before this epoch
     batch_size: int = 64
     epochs: int = 451
     lr: float = 0.01
@@ -242,6 +253,9 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "encoder.out_dim": 64,
         "pretrain.queue_size": 512,
         "pretrain.cmd_topk": 256,
+        "pretrain.imd_topk": 256,
+        "pretrain.dna_max_neighbors": 8,
+        "pretrain.dna_warmup_epochs": 5,
         "pretrain.batch_size": 64,
         "pretrain.epochs": 30,
         "pretrain.lr": 0.05,
@@ -268,6 +282,9 @@ PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
         "encoder.out_dim": 16,
         "pretrain.queue_size": 64,
         "pretrain.cmd_topk": 32,
+        "pretrain.imd_topk": 32,
+        "pretrain.dna_max_neighbors": 4,
+        "pretrain.dna_warmup_epochs": 1,
         "pretrain.batch_size": 16,
         "pretrain.epochs": 2,
         "pretrain.lr": 0.05,

@@ -75,6 +75,7 @@ def pretrain(
         raise ValueError(f"{len(dataset)} training clips are fewer than one batch of {p.batch_size}")
 
     model = build_model(cfg).to(device)
+    model.set_label_lookup(dataset.arrays.labels)   # diagnostics only (DNA neighbour purity)
     optimizer = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=p.lr,
                                 momentum=p.sgd_momentum, weight_decay=p.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(p.lr_milestones), p.lr_gamma)
@@ -113,10 +114,10 @@ def pretrain(
             loader = epoch_loader(dataset, cfg, epoch, skip_batches=batch_in_epoch)
             bar = tqdm(loader, desc=f"{p.method} epoch {epoch + 1}/{p.epochs}", disable=not progress,
                        initial=batch_in_epoch, total=batches_per_epoch, leave=False)
-            for view_q, view_k, _ in bar:
+            for view_q, view_k, index in bar:
                 view_q, view_k = view_q.to(device, non_blocking=True), view_k.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    terms = model(view_q, view_k, epoch=epoch)    # loss terms, "total" included
+                    terms = model(view_q, view_k, epoch=epoch, index=index)   # loss terms, "total" included
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(terms["total"]).backward()
                 scaler.step(optimizer)

@@ -38,7 +38,7 @@ def test_streams_per_method():
         assert make_model(method).modalities == MODALITIES
     with pytest.raises(ValueError, match="unknown pretraining method"):
         make_model("simclr")
-    assert set(METHODS) == {"moco", "moco3", "posmining", "cmd"}
+    assert set(METHODS) == {"moco", "moco3", "posmining", "cmd", "i2md"}
 
 
 def test_initial_state():
@@ -191,3 +191,53 @@ def test_bf16_autocast_on_cpu_keeps_float32_losses():
     assert terms["total"].dtype == torch.float32 and torch.isfinite(terms["total"])
     assert model.queues()["joint"].dtype == torch.float32
     torch.testing.assert_close(model.queues()["joint"][:8].norm(dim=1), torch.ones(8), atol=1e-5, rtol=0)
+
+
+# -- I²MD ----------------------------------------------------------------------
+def test_i2md_has_a_cluster_branch_with_aligned_queues():
+    model = make_model("i2md")
+    assert model.has_cluster_branch
+    assert set(model.queues("cluster")) == set(MODALITIES)
+    # momentum copies mirror the query side, cluster heads included
+    query_params = [p for mod in model.query_modules() for p in mod.parameters()]
+    assert len(query_params) == len(list(model.key_parameters()))
+    vq, vk = views(n=8, t=10)
+    model.set_label_lookup(torch.arange(100) % 5)
+    terms = model(vq, vk, epoch=5, index=torch.arange(8))
+    for m in MODALITIES:
+        assert {f"nce_{m}", f"dna_{m}", f"imd_{m}"} <= set(terms)
+        assert {f"dna_neighbors_{m}", f"dna_purity_{m}"} <= set(model.last_stats)
+    p = model.pcfg
+    expected = (sum(terms[f"nce_{m}"] for m in MODALITIES) + p.cmd_weight * terms["cmd"]
+                + p.cluster_weight * terms["dna"] + p.imd_weight * terms["imd"])
+    torch.testing.assert_close(terms["total"], expected)
+    # the same batch went into the same slots of every queue, instance and cluster
+    assert model.queue_index[:8].tolist() == list(range(8))
+    assert int(model.queue_ptr) == 8
+
+
+def test_i2md_weights_zero_remove_terms_and_warmup_disables_neighbours():
+    model = make_model("i2md", **{"pretrain.imd_weight": 0.0, "pretrain.cmd_weight": 0.0,
+                                  "pretrain.dna_threshold": -1.0, "pretrain.dna_margin": 2.0,
+                                  "pretrain.dna_warmup_epochs": 3})
+    vq, vk = views(n=8, t=10)
+    terms = model(vq, vk, epoch=0)
+    assert "cmd" not in terms and float(terms["imd"]) == 0.0
+    assert float(model.last_stats["dna_neighbors_joint"]) == 0.0        # warm-up: no neighbours
+    terms = model(vq, vk, epoch=3)
+    assert float(model.last_stats["dna_neighbors_joint"]) == model.pcfg.dna_max_neighbors
+
+
+def test_i2md_trains_and_its_loss_goes_down():
+    torch.manual_seed(0)
+    model = make_model("i2md", **{"pretrain.momentum": 0.9})
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+    vq, vk = views(n=16, t=10, seed=3)
+    first = None
+    for _ in range(25):
+        terms = model(vq, vk, epoch=10)
+        opt.zero_grad()
+        terms["total"].backward()
+        opt.step()
+        first = first if first is not None else float(terms["total"])
+    assert float(terms["total"]) < 0.6 * first

@@ -1,0 +1,118 @@
+"""Dynamic Neighbours Aggregation (DNA): I²MD's cluster-level contrast, as pure functions.
+
+What the I²MD paper says (abstract): in each modality an additional cluster-level
+discrimination branch "adaptively aggregates highly-correlated neighbouring features,
+forming local cluster-level contrasting". Its equations are not available to us, so
+everything concrete below is **our design**, explained in Chapter 4 of the book and
+configurable through :class:`i2md_lib.config.PretrainConfig` (``dna_*`` fields):
+
+1. **Select** (:func:`select_neighbors`). Each anchor's key is compared with the
+   branch's memory queue. Of the ``max_neighbors`` most similar slots we keep those
+   that are both *absolutely* similar (cosine >= ``threshold``) and *relatively*
+   similar (within ``margin`` of the anchor's best match). The number of neighbours
+   therefore differs per anchor and per step ("dynamic").
+2. **Aggregate** (:func:`aggregate_neighbors`). The anchor's key and its selected
+   neighbours are averaged with weights ``softmax(similarity / tau)`` (the key's
+   similarity to itself is 1) into one L2-normalised cluster-level positive.
+3. **Contrast** (:func:`cluster_infonce`). The query is pulled towards that positive
+   and pushed from the queue; the selected neighbours are removed from the negatives,
+   since they are now treated as positives.
+
+With no neighbour selected, the positive is the key itself and the loss is plain
+instance-level InfoNCE: this is also what happens during the warm-up epochs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@torch.no_grad()
+def select_neighbors(key: Tensor, queue: Tensor, max_neighbors: int, threshold: float,
+                     margin: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Pick each anchor's highly-correlated queue entries.
+
+    Args:
+        key: ``(N, D)`` L2-normalised anchor keys.
+        queue: ``(K, D)`` L2-normalised memory queue.
+        max_neighbors: candidates considered per anchor (``k``; 0 disables DNA).
+        threshold: minimum cosine similarity of a neighbour.
+        margin: a neighbour's similarity must be >= (best similarity - ``margin``);
+            2.0 or more disables this relative gate.
+
+    Returns:
+        ``index`` ``(N, k)`` candidate slots, most similar first;
+        ``similarity`` ``(N, k)`` their cosine similarities;
+        ``selected`` ``(N, k)`` bool, which candidates are kept.
+    """
+    k = min(max_neighbors, len(queue))
+    if k <= 0:
+        empty = key.new_zeros((len(key), 0))
+        return empty.long(), empty, empty.bool()
+    similarity, index = (key @ queue.T).topk(k, dim=1)              # (N, k) each
+    best = similarity[:, :1]                                          # (N, 1)
+    selected = (similarity >= threshold) & (similarity >= best - margin)
+    return index, similarity, selected
+
+
+def aggregate_neighbors(key: Tensor, queue: Tensor, index: Tensor, similarity: Tensor,
+                        selected: Tensor, tau: float) -> Tensor:
+    """Softmax-weighted average of the anchor key and its selected neighbours.
+
+    Args:
+        key: ``(N, D)`` anchor keys; queue: ``(K, D)``.
+        index, similarity, selected: ``(N, k)`` from :func:`select_neighbors`.
+        tau: aggregation temperature (small -> the most similar entries dominate).
+
+    Returns:
+        ``(N, D)`` L2-normalised cluster-level positives (no gradient: built from keys).
+    """
+    with torch.no_grad():
+        self_sim = similarity.new_ones((len(key), 1))                             # (N, 1)
+        scores = torch.cat([self_sim, similarity], dim=1) / tau                   # (N, 1+k)
+        keep = torch.cat([torch.ones_like(self_sim, dtype=torch.bool), selected], dim=1)
+        weights = F.softmax(scores.masked_fill(~keep, float("-inf")), dim=1)     # (N, 1+k)
+        members = torch.cat([key.unsqueeze(1), queue[index]], dim=1)              # (N, 1+k, D)
+        return F.normalize((weights.unsqueeze(2) * members).sum(1), dim=1)
+
+
+def cluster_infonce(query: Tensor, positive: Tensor, queue: Tensor, index: Tensor,
+                    selected: Tensor, temperature: float) -> Tensor:
+    """InfoNCE of queries against aggregated positives, selected neighbours removed from the negatives.
+
+    Args:
+        query: ``(N, D)`` L2-normalised cluster-branch queries (with gradient).
+        positive: ``(N, D)`` cluster-level positives from :func:`aggregate_neighbors`.
+        queue: ``(K, D)`` negatives; index / selected: ``(N, k)`` from :func:`select_neighbors`.
+        temperature: softmax temperature.
+
+    Returns:
+        Scalar loss (mean over the batch).
+    """
+    l_pos = (query * positive).sum(1, keepdim=True)                       # (N, 1)
+    l_neg = query @ queue.detach().T                                        # (N, K)
+    if index.numel():
+        drop = torch.zeros_like(l_neg, dtype=torch.bool)
+        drop.scatter_(1, index, selected)                                   # (N, K) neighbours
+        l_neg = l_neg.masked_fill(drop, float("-inf"))
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature                 # (N, 1+K)
+    labels = torch.zeros(len(query), dtype=torch.long, device=query.device)
+    return F.cross_entropy(logits, labels)
+
+
+def dna_loss(query: Tensor, key: Tensor, queue: Tensor, max_neighbors: int, threshold: float,
+             margin: float, tau: float, temperature: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """The whole cluster-level branch loss of one modality: select, aggregate, contrast.
+
+    Args:
+        query: ``(N, D)`` cluster-branch queries; key: ``(N, D)`` cluster-branch keys;
+        queue: ``(K, D)`` the cluster-branch queue. Other arguments: see the functions above.
+
+    Returns:
+        The scalar loss and ``{"index", "selected"}`` ``(N, k)`` for diagnostics.
+    """
+    index, similarity, selected = select_neighbors(key, queue, max_neighbors, threshold, margin)
+    positive = aggregate_neighbors(key, queue, index, similarity, selected, tau)
+    loss = cluster_infonce(query, positive, queue, index, selected, temperature)
+    return loss, {"index": index, "selected": selected}
