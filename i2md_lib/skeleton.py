@@ -44,7 +44,7 @@ BONES: tuple[tuple[int, int], ...] = tuple(
 # Joints used by the standard normalisation (0-based).
 CENTER_JOINT = 1            # spine middle
 Z_AXIS_JOINTS = (0, 1)      # spine base -> spine middle is rotated onto +z
-X_AXIS_JOINTS = (8, 4)      # right shoulder -> left shoulder is rotated onto +x
+X_AXIS_JOINTS = (8, 4)      # joint 8 minus joint 4 (left -> right shoulder) is rotated onto +x
 
 # Left/right mirror map (useful for flips in exercises).
 MIRROR: tuple[int, ...] = (
