@@ -9,6 +9,7 @@ Commands::
     config       [--profile ...] [--method ...] [--config FILE] [--set KEY=VALUE ...]
     prepare-ntu  RAW_DIR OUT_DIR [--version ntu60|ntu120] [--benchmarks ...]
     prepare-pku  ROOT OUT_DIR [--version pku1|pku2] [--benchmarks ...]
+    experiments  --suite main|ablation [--profile ...] [--seeds 0 1 2] [--variants ...] [--jobs N]
 
 The config is resolved in this order, later wins: the profile (``--profile``, else
 ``$I2MD_PROFILE``, else ``book``), the YAML file of ``--config`` (a run's
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_command(commands)
     add_prepare_ntu_command(commands)
     add_prepare_pku_command(commands)
+    add_experiments_command(commands)
     return parser
 
 
@@ -282,4 +284,31 @@ def run_prepare_pku(args: argparse.Namespace) -> int:
     from .data.pku import prepare_pku
 
     prepare_pku(args.root, args.out_dir, args.version, args.benchmarks, progress=True, verbose=True)
+    return 0
+
+
+def add_experiments_command(commands: argparse._SubParsersAction) -> None:
+    from .experiments import SUITES  # no torch import
+
+    parser = commands.add_parser(
+        "experiments", help="run a suite of method variants x seeds and write result files")
+    parser.add_argument("--suite", required=True, choices=sorted(SUITES))
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="scale profile (default: $I2MD_PROFILE, else book)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=None, help="default: the whole suite")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (one thread each)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/)")
+    parser.add_argument("--runs", type=Path, default=None, help="run folders (default: runs/)")
+    parser.add_argument("--rerun", action="store_true", help="rerun even if a current result exists")
+    parser.set_defaults(run=run_experiments)
+
+
+def run_experiments(args: argparse.Namespace) -> int:
+    from . import experiments
+
+    kwargs = {k: v for k, v in (("out_root", args.out), ("runs_root", args.runs)) if v is not None}
+    records = experiments.run_suite(args.suite, args.profile, args.seeds, args.variants, jobs=args.jobs,
+                                    rerun=args.rerun, **kwargs)
+    print(experiments.summary_table(records).to_string())
     return 0

@@ -1,0 +1,288 @@
+"""Experiment suites: named method variants x seeds -> pretrain, evaluate, write result files.
+
+The book's tables come from here. One *result file* per (variant, seed) records
+what produced it -- the command, the resolved config, the git commit, the
+hardware, timings -- and every metric row::
+
+    results/<profile>/<suite>/<variant>/seed<k>.json
+
+``python -m i2md_lib experiments --suite main --profile book --seeds 0 1 2`` (or
+``make results``) fills them; finished files are skipped, so an interrupted run
+continues where it stopped. A chapter calls :func:`suite_results`, which loads
+the files for the active profile and runs only what is missing (at ``smoke``
+scale under the tests, nothing is precomputed and the whole pipeline runs).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+from .config import ExperimentConfig, active_profile
+from .utils import atomic_write, set_seed
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "results"
+RUNS_DIR = REPO_ROOT / "runs"
+PROTOCOLS = ("knn", "linear", "semi")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of a table: a name, config overrides, and whether it is pretrained at all."""
+
+    name: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    label: str = ""
+    pretrain: bool = True
+
+
+def _v(name: str, label: str, **overrides: Any) -> Variant:
+    return Variant(name, {k.replace("__", "."): v for k, v in overrides.items()}, label)
+
+
+#: The suites behind the book's tables (keys use ``__`` for the dots of config keys).
+SUITES: dict[str, tuple[Variant, ...]] = {
+    "main": (
+        Variant("random_init", {"pretrain.method": "moco3"}, "random encoder (no pretraining)", pretrain=False),
+        _v("moco_joint", "MoCo v2, joint only", pretrain__method="moco", pretrain__modality="joint"),
+        _v("moco3", "3-stream MoCo (no interaction)", pretrain__method="moco3"),
+        _v("posmining", "cross-modal positive mining", pretrain__method="posmining"),
+        _v("cmd", "CMD", pretrain__method="cmd"),
+        _v("cmd_dna", "CMD + DNA (no IMD)", pretrain__method="i2md", pretrain__imd_weight=0.0),
+        _v("i2md", "CMD + DNA + IMD (I²MD, our design)", pretrain__method="i2md"),
+    ),
+    "ablation": (
+        _v("i2md", "I²MD (book defaults)", pretrain__method="i2md"),
+        _v("no_cmd", "without CMD", pretrain__method="i2md", pretrain__cmd_weight=0.0),
+        _v("no_imd", "without IMD", pretrain__method="i2md", pretrain__imd_weight=0.0),
+        _v("no_neighbours", "cluster branch without neighbours (k=0)", pretrain__method="i2md",
+           pretrain__dna_max_neighbors=0),
+        _v("k2", "DNA k=2", pretrain__method="i2md", pretrain__dna_max_neighbors=2),
+        _v("k32", "DNA k=32", pretrain__method="i2md", pretrain__dna_max_neighbors=32),
+        _v("thr0.8", "DNA threshold 0.8", pretrain__method="i2md", pretrain__dna_threshold=0.8),
+        _v("no_gate", "DNA without threshold/margin gates", pretrain__method="i2md",
+           pretrain__dna_threshold=-1.0, pretrain__dna_margin=2.0),
+        _v("tau_sym", "distillation temperatures 0.1/0.1", pretrain__method="i2md",
+           pretrain__cmd_tau_teacher=0.1),
+        _v("topk_small", "distillation top-k 32", pretrain__method="i2md", pretrain__cmd_topk=32,
+           pretrain__imd_topk=32),
+        _v("weights_half", "DNA and IMD weights 0.5", pretrain__method="i2md",
+           pretrain__cluster_weight=0.5, pretrain__imd_weight=0.5),
+    ),
+}
+
+
+def variant_config(variant: Variant, profile: str | None, seed: int,
+                   overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """The config of one run: profile, the variant's overrides, the seed, extra overrides."""
+    cfg = ExperimentConfig.for_profile(profile, dict(variant.overrides))
+    cfg = cfg.replace({"pretrain.seed": seed, "eval.seed": seed, "eval.semi_seeds": (seed,)})
+    return cfg.replace(dict(overrides or {}))
+
+
+def result_path(profile: str, suite: str, variant: str, seed: int, root: Path = RESULTS_DIR) -> Path:
+    return Path(root) / profile / suite / variant / f"seed{seed}.json"
+
+
+def git_commit() -> dict[str, Any]:
+    """The commit of the code that ran, and whether the work tree had changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=30).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD") or None,
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", "i2md_lib"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def hardware() -> dict[str, Any]:
+    info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return info
+
+
+def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Path = RESULTS_DIR,
+            runs_root: Path = RUNS_DIR, protocols: Sequence[str] = PROTOCOLS,
+            overrides: Mapping[str, Any] | None = None, threads: int | None = None,
+            command: str | None = None) -> dict[str, Any]:
+    """Pretrain (unless ``variant.pretrain`` is false) and evaluate one variant with one seed.
+
+    Writes and returns the result record (see the module docstring).
+    """
+    from .eval.suite import evaluate_encoders, results_table
+    from .models.moco import build_model, encoders_for_eval
+    from .train import pretrain
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = variant_config(variant, profile, seed, overrides)
+    run_dir = Path(runs_root) / profile / suite / variant.name / f"seed{seed}"
+    start = time.perf_counter()
+    if variant.pretrain:
+        history = pretrain(cfg, run_dir, progress=False)
+        model = _trained_model(run_dir)
+        final = {k: v for k, v in history[-1].items()} if history else {}
+    else:
+        set_seed(seed)
+        model, final = build_model(cfg), {}
+    pretrain_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    results = evaluate_encoders(encoders_for_eval(model), cfg, protocols=tuple(protocols),
+                                augment=False, progress=False)
+    record = {
+        "suite": suite, "variant": variant.name, "label": variant.label or variant.name,
+        "seed": seed, "profile": profile, "overrides": dict(variant.overrides),
+        "command": command or "python -m i2md_lib " + " ".join(map(shlex.quote, sys.argv[1:])),
+        **git_commit(), "hardware": hardware(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pretrain_seconds": round(pretrain_seconds, 1), "eval_seconds": round(time.perf_counter() - start, 1),
+        "final_log_row": final, "config": cfg.to_dict(), "config_digest": cfg.digest(),
+        "metrics": results_table(results),
+    }
+    path = result_path(profile, suite, variant.name, seed, out_root)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=_jsonable)))
+    return record
+
+
+def _trained_model(run_dir: Path):
+    from .checkpoint import load_pretrained
+
+    _, model = load_pretrained(run_dir)
+    return model
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def run_suite(suite: str, profile: str | None = None, seeds: Iterable[int] = (0, 1, 2),
+              variants: Sequence[str] | None = None, out_root: Path = RESULTS_DIR,
+              runs_root: Path = RUNS_DIR, jobs: int = 1, protocols: Sequence[str] = PROTOCOLS,
+              overrides: Mapping[str, Any] | None = None, rerun: bool = False,
+              command: str | None = None) -> list[dict[str, Any]]:
+    """Run every (variant, seed) of ``suite`` whose result file is missing or stale.
+
+    ``jobs`` > 1 runs that many single-threaded processes side by side.
+    Returns all records of the suite (loaded or new).
+    """
+    profile = active_profile(profile)
+    todo, chosen = [], _variants(suite, variants)
+    for variant in chosen:
+        for seed in seeds:
+            path = result_path(profile, suite, variant.name, seed, out_root)
+            digest = variant_config(variant, profile, seed, overrides).digest()
+            if rerun or not _is_current(path, digest):
+                todo.append((suite, variant, seed, profile, out_root, runs_root, tuple(protocols),
+                             dict(overrides or {}), 1 if jobs > 1 else None, command))
+    if jobs > 1 and len(todo) > 1:
+        import multiprocessing
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_run_packed, todo))
+    else:
+        for job in todo:
+            _run_packed(job)
+    return [load_record(result_path(profile, suite, v.name, s, out_root)) for v in chosen for s in seeds]
+
+
+def _run_packed(args: tuple) -> dict[str, Any]:
+    return run_one(*args)
+
+
+def _variants(suite: str, names: Sequence[str] | None) -> list[Variant]:
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    known = {v.name: v for v in SUITES[suite]}
+    if names is None:
+        return list(known.values())
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(f"suite {suite!r} has no variants {missing}; it has {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def _is_current(path: Path, digest: str) -> bool:
+    try:
+        return load_record(path).get("config_digest") == digest
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def load_record(path: str | Path) -> dict[str, Any]:
+    """One result file; a damaged file raises ``ValueError`` naming it."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not a valid result file ({e})") from e
+    if not isinstance(record, dict) or "metrics" not in record:
+        raise ValueError(f"{path}: not a result file (no 'metrics')")
+    return record
+
+
+def suite_results(suite: str, profile: str | None = None, seeds: Iterable[int] | None = None,
+                  variants: Sequence[str] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    """The records of ``suite`` for the active profile: precomputed files, and runs for what is missing.
+
+    Seeds default to (0, 1, 2), or (0,) at ``smoke`` scale.
+    """
+    profile = active_profile(profile)
+    if seeds is None:
+        seeds = (0,) if profile == "smoke" else (0, 1, 2)
+    return run_suite(suite, profile, seeds, variants, **kwargs)
+
+
+def metrics_frame(records: Sequence[Mapping[str, Any]]):
+    """All metric rows of ``records`` as one pandas DataFrame (variant, label, seed + metric columns)."""
+    import pandas as pd
+
+    rows = [{"variant": r["variant"], "label": r["label"], "seed": r["seed"], **m}
+            for r in records for m in r["metrics"]]
+    return pd.DataFrame(rows)
+
+
+def summary_table(records: Sequence[Mapping[str, Any]], digits: int = 1):
+    """Mean ± std over seeds of the headline numbers: kNN (k=1) and linear per stream,
+    and semi-supervised (joint) per label fraction. One row per variant, in suite order."""
+    import pandas as pd
+
+    frame = metrics_frame(records)
+    frame["value"] = frame.get("top1@k=1")
+    linear = frame["protocol"].isin(["linear", "linear_fast"])
+    frame.loc[linear, "value"] = frame.loc[linear, "top1"]
+    semi = frame["protocol"] == "semi"
+    if semi.any():
+        frame.loc[semi, "value"] = frame.loc[semi, "top1_mean"]
+        frame.loc[semi, "modality"] = frame.loc[semi, "fraction"].map(lambda f: f"{f:.0%} labels")
+    frame["column"] = frame["protocol"].replace({"linear_fast": "linear"}) + " " + frame["modality"]
+    order = list(dict.fromkeys(frame["label"]))
+    grouped = frame.groupby(["label", "column"])["value"]
+    mean, std, count = grouped.mean().unstack(), grouped.std(ddof=1).unstack(), grouped.count().unstack()
+
+    def cell(m: float, s: float, n: int) -> str:
+        if pd.isna(m):
+            return ""
+        return f"{m:.{digits}f}" if n < 2 or pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+    table = pd.DataFrame({c: [cell(mean.loc[v, c], std.loc[v, c], count.loc[v, c]) for v in order]
+                          for c in mean.columns}, index=order)
+    preferred = [c for p in ("knn", "linear", "semi") for c in table.columns if c.startswith(p)]
+    return table[preferred]

@@ -1,0 +1,73 @@
+"""The pipeline behind the book's tables, at smoke scale: pretrain, evaluate, record, summarise."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from i2md_lib import experiments
+from i2md_lib.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def test_suite_writes_records_and_skips_finished_runs(tmp_path):
+    kwargs = dict(out_root=tmp_path / "results", runs_root=tmp_path / "runs")
+    records = experiments.run_suite("main", "smoke", seeds=[0], variants=["random_init", "cmd"], **kwargs)
+    assert [r["variant"] for r in records] == ["random_init", "cmd"]
+    path = experiments.result_path("smoke", "main", "cmd", 0, tmp_path / "results")
+    record = json.loads(path.read_text())
+    for key in ("command", "commit", "hardware", "config", "config_digest", "metrics", "pretrain_seconds"):
+        assert key in record
+    assert record["config"]["pretrain"]["method"] == "cmd" and record["config"]["pretrain"]["seed"] == 0
+    protocols = {m["protocol"] for m in record["metrics"]}
+    assert {"knn", "linear_fast", "semi"} <= protocols
+    knn = {m["modality"]: m["top1@k=1"] for m in record["metrics"] if m["protocol"] == "knn"}
+    assert set(knn) == {"joint", "motion", "bone", "ensemble"}
+    assert all(0.0 <= v <= 100.0 for v in knn.values())
+    # the random-init baseline trained nothing
+    assert (tmp_path / "runs" / "smoke" / "main" / "random_init").exists() is False
+    # a finished run is not repeated: its file stays byte-identical
+    before = path.read_bytes()
+    experiments.run_suite("main", "smoke", seeds=[0], variants=["cmd"], **kwargs)
+    assert path.read_bytes() == before
+    table = experiments.summary_table(records)
+    assert list(table.index) == ["random encoder (no pretraining)", "CMD"]
+    assert "knn joint" in table.columns and "linear ensemble" in table.columns
+    assert any(c.startswith("semi") for c in table.columns)
+
+
+def test_damaged_result_file_is_named(tmp_path):
+    path = tmp_path / "seed0.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="seed0.json"):
+        experiments.load_record(path)
+
+
+def test_unknown_suite_and_variant():
+    with pytest.raises(ValueError, match="unknown suite"):
+        experiments.run_suite("nope", "smoke", seeds=[0])
+    with pytest.raises(ValueError, match="no variants"):
+        experiments.run_suite("main", "smoke", seeds=[0], variants=["simclr"])
+
+
+def test_every_variant_resolves_to_a_valid_config():
+    for suite, variants in experiments.SUITES.items():
+        names = [v.name for v in variants]
+        assert len(names) == len(set(names)), suite
+        for variant in variants:
+            for profile in ("smoke", "book", "full"):
+                cfg = experiments.variant_config(variant, profile, seed=1)
+                assert cfg.pretrain.seed == 1 and cfg.eval.semi_seeds == (1,)
+
+
+def test_cli_runs_a_suite(tmp_path, capsys):
+    code = main(["experiments", "--suite", "main", "--profile", "smoke", "--seeds", "0",
+                 "--variants", "random_init", "--out", str(tmp_path / "r"), "--runs", str(tmp_path / "x")])
+    assert code == 0
+    assert "random encoder" in capsys.readouterr().out
+    assert experiments.result_path("smoke", "main", "random_init", 0, tmp_path / "r").exists()
