@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 # torch is pinned in the install step (a CPU wheel on our machines); pyproject keeps a range.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install book test test-fast clean
+.PHONY: install book test test-fast results clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ book: install
 test: install
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 I2MD_PROFILE=smoke \
 	  $(PY) -m pytest -n 2 --dist loadfile tests book --nbval-lax --nbval-current-env
+
+# The precomputed book-profile tables (results/book/...): about an hour on 2 CPU cores.
+results: install
+	OMP_NUM_THREADS=1 $(PY) -m i2md_lib experiments --suite main --profile book --seeds 0 1 2 --jobs 2
+	OMP_NUM_THREADS=1 $(PY) -m i2md_lib experiments --suite ablation --profile book --seeds 0 1 2 --jobs 2
 
 test-fast: install
 	I2MD_PROFILE=smoke $(PY) -m pytest -x -q tests

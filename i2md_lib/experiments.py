@@ -62,22 +62,18 @@ SUITES: dict[str, tuple[Variant, ...]] = {
         _v("cmd_dna", "CMD + DNA (no IMD)", pretrain__method="i2md", pretrain__imd_weight=0.0),
         _v("i2md", "CMD + DNA + IMD (I²MD, our design)", pretrain__method="i2md"),
     ),
-    "ablation": (
-        _v("i2md", "I²MD (book defaults)", pretrain__method="i2md"),
-        _v("no_cmd", "without CMD", pretrain__method="i2md", pretrain__cmd_weight=0.0),
-        _v("no_imd", "without IMD", pretrain__method="i2md", pretrain__imd_weight=0.0),
-        _v("no_neighbours", "cluster branch without neighbours (k=0)", pretrain__method="i2md",
+    "ablation": (   # each row changes one thing of the main suite's "i2md" (book profile)
+        _v("no_cmd", "without CMD (cmd_weight 0)", pretrain__method="i2md", pretrain__cmd_weight=0.0),
+        _v("no_neighbours", "cluster branch without neighbours (k 0)", pretrain__method="i2md",
            pretrain__dna_max_neighbors=0),
-        _v("k2", "DNA k=2", pretrain__method="i2md", pretrain__dna_max_neighbors=2),
-        _v("k32", "DNA k=32", pretrain__method="i2md", pretrain__dna_max_neighbors=32),
-        _v("thr0.8", "DNA threshold 0.8", pretrain__method="i2md", pretrain__dna_threshold=0.8),
-        _v("no_gate", "DNA without threshold/margin gates", pretrain__method="i2md",
-           pretrain__dna_threshold=-1.0, pretrain__dna_margin=2.0),
-        _v("tau_sym", "distillation temperatures 0.1/0.1", pretrain__method="i2md",
+        _v("k32", "DNA k 32 (book default 8)", pretrain__method="i2md", pretrain__dna_max_neighbors=32),
+        _v("thr0.8", "DNA threshold 0.8 (default 0.5)", pretrain__method="i2md",
+           pretrain__dna_threshold=0.8),
+        _v("tau_sym", "teacher temperature 0.1 (= student)", pretrain__method="i2md",
            pretrain__cmd_tau_teacher=0.1),
-        _v("topk_small", "distillation top-k 32", pretrain__method="i2md", pretrain__cmd_topk=32,
-           pretrain__imd_topk=32),
-        _v("weights_half", "DNA and IMD weights 0.5", pretrain__method="i2md",
+        _v("topk_small", "distillation top-k 32 (default 256)", pretrain__method="i2md",
+           pretrain__cmd_topk=32, pretrain__imd_topk=32),
+        _v("weights_half", "DNA and IMD weights 0.5 (default 1)", pretrain__method="i2md",
            pretrain__cluster_weight=0.5, pretrain__imd_weight=0.5),
     ),
 }
@@ -154,8 +150,49 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
         "metrics": results_table(results),
     }
     path = result_path(profile, suite, variant.name, seed, out_root)
+    if seed == seeds_with_embedding(profile):
+        modality = "joint" if "joint" in model.modalities else model.modalities[0]
+        embedding = tsne_embedding(encoders_for_eval(model)[modality], modality, cfg)
+        atomic_write(embedding_path(path), lambda tmp: tmp.write_text(json.dumps(embedding)))
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=_jsonable)))
     return record
+
+
+def seeds_with_embedding(profile: str) -> int:
+    """The seed whose runs also store a t-SNE picture of their test features."""
+    return 0
+
+
+def embedding_path(result_file: Path) -> Path:
+    return result_file.with_name(result_file.stem + "_tsne.json")
+
+
+def tsne_embedding(encoder, modality: str, cfg: ExperimentConfig, max_points: int = 1000) -> dict[str, Any]:
+    """2-D t-SNE (scikit-learn, fixed seed) of an encoder's test-split features.
+
+    Returns ``{"modality", "xy": [[x, y], ...], "labels": [...]}`` (at most
+    ``max_points`` clips, a fixed subset).
+    """
+    import numpy as np
+    from sklearn.manifold import TSNE
+
+    from .data.datasets import load_arrays
+    from .eval.features import extract_features
+
+    test = load_arrays(cfg.data, "val")
+    feats, labels = extract_features(encoder, test, modality, cfg.eval, data=cfg.data)
+    keep = np.random.default_rng(0).permutation(len(feats))[:max_points]
+    keep.sort()
+    feats, labels = feats[keep], np.asarray(labels)[keep]
+    feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(feats)
+    return {"modality": modality, "xy": np.round(xy, 3).tolist(), "labels": labels.tolist()}
+
+
+def load_embedding(profile: str, suite: str, variant: str, root: Path = RESULTS_DIR) -> dict[str, Any]:
+    """The stored t-SNE picture of ``variant`` (seed 0), see :func:`tsne_embedding`."""
+    seed = seeds_with_embedding(profile)
+    return json.loads(embedding_path(result_path(profile, suite, variant, seed, root)).read_text())
 
 
 def _trained_model(run_dir: Path):

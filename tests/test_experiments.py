@@ -71,3 +71,11 @@ def test_cli_runs_a_suite(tmp_path, capsys):
     assert code == 0
     assert "random encoder" in capsys.readouterr().out
     assert experiments.result_path("smoke", "main", "random_init", 0, tmp_path / "r").exists()
+
+
+def test_seed_zero_stores_a_tsne_picture(tmp_path):
+    experiments.run_suite("main", "smoke", seeds=[0], variants=["moco_joint"],
+                          out_root=tmp_path / "r", runs_root=tmp_path / "x")
+    emb = experiments.load_embedding("smoke", "main", "moco_joint", root=tmp_path / "r")
+    assert emb["modality"] == "joint"
+    assert len(emb["xy"]) == len(emb["labels"]) > 10 and len(emb["xy"][0]) == 2
