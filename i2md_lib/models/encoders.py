@@ -1,0 +1,278 @@
+"""Sequence encoders for skeleton clips, and the projection head.
+
+Every encoder maps a clip batch ``x (N, C, T, V, M)`` to one representation per clip
+``(N, feature_dim)``. Each frame is first flattened to a ``V*C*M = 150`` vector in the
+reference's ``(V, C, M)`` order (:func:`flatten_frames`). Two recurrent encoders:
+
+``bigru_cmd`` -- :class:`CausalTwinGRU`
+    What the CMD reference code (``moco/GRU.py``) really computes. The reference calls a
+    bidirectional ``nn.GRU`` on *one frame at a time* and carries the hidden state
+    forward. For a length-1 sequence the "reverse" direction also just steps from the
+    state it is handed, so *both* directions run forward in time: each layer holds two
+    causal GRU cells with separate weights, their states are concatenated and fed to the
+    next layer, and the representation is the top layer's ``[h_a; h_b]`` at the last
+    frame. We compute the same thing with whole-sequence calls (two one-layer
+    ``nn.GRU`` per layer), which is exact and much faster than the per-frame loop.
+
+``bigru`` -- :class:`BiGRUEncoder`
+    A true bidirectional GRU over the whole clip: the forward direction reads frames
+    ``0..T-1``, the backward direction reads ``T-1..0``. The representation joins the
+    forward state after the last frame with the backward state after the first frame,
+    so both halves have seen the whole clip. With the same weights it is *not* the
+    same function as ``bigru_cmd``: load CMD checkpoints into ``bigru_cmd``.
+
+New encoder kinds (an ST-GCN, say) subclass :class:`SequenceEncoder` and are added to
+:data:`ENCODER_KINDS`; :func:`build_encoder` picks one from ``EncoderConfig.kind``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..config import EncoderConfig
+
+#: Prefixes of the reference ``BIGRU`` module's state dict (``moco/GRU.py``).
+REFERENCE_NORM_PREFIX = "input_norm."
+REFERENCE_GRU_PREFIX = "encoder.gru."
+#: The four tensors ``nn.GRU`` keeps per layer and direction (gate order r, z, n).
+GRU_TENSOR_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+#: Buffers and parameters of ``nn.BatchNorm1d``.
+NORM_TENSOR_NAMES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def flatten_frames(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, T, V, M) -> (N, T, V*C*M)``; feature index ``v*C*M + c*M + m`` (CMD order)."""
+    if x.dim() != 5:
+        raise ValueError(f"expected a clip batch (N, C, T, V, M), got shape {tuple(x.shape)}")
+    n, _, t, _, _ = x.shape
+    return x.permute(0, 2, 3, 1, 4).reshape(n, t, -1)
+
+
+def xavier_init_gru(gru: nn.GRU) -> None:
+    """The reference init: ``xavier_uniform_`` on every 2-D GRU weight, biases untouched."""
+    with torch.no_grad():
+        for param in gru.parameters():
+            if param.dim() == 2:
+                nn.init.xavier_uniform_(param)
+
+
+class SequenceEncoder(nn.Module):
+    """Base of all encoders: ``forward(x (N, C, T, V, M)) -> (N, feature_dim)``.
+
+    Subclasses implement :meth:`encode_frames` on already flattened frames and
+    :meth:`reference_key_map` (names of the reference ``BIGRU`` state dict -> ours).
+    """
+
+    feature_dim: int
+    input_size: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (N, C, T, V, M)`` float -> representation ``(N, feature_dim)``."""
+        frames = flatten_frames(x)  # (N, T, V*C*M)
+        if frames.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__} expects V*C*M = {self.input_size} features per frame, "
+                f"got {frames.shape[-1]} from input shape {tuple(x.shape)}"
+            )
+        if frames.shape[1] == 0:
+            raise ValueError(f"{type(self).__name__} got a clip with 0 frames: {tuple(x.shape)}")
+        return self.encode_frames(frames)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames (N, T, input_size)`` -> ``(N, feature_dim)``."""
+        raise NotImplementedError
+
+    # -- reference weights ---------------------------------------------------
+    def reference_key_map(self) -> dict[str, str]:
+        """``{reference BIGRU key: our state-dict key}`` for every tensor we hold."""
+        raise NotImplementedError
+
+    def load_reference_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Copy weights from a reference ``BIGRU`` state dict (``fc.*`` keys left out).
+
+        ``state`` has the keys ``input_norm.*`` and ``encoder.gru.weight_ih_l0`` ...
+        ``encoder.gru.bias_hh_l{L-1}_reverse``. Raises ``KeyError`` for missing or
+        unexpected keys and ``ValueError`` for a shape mismatch.
+        """
+        key_map = self.reference_key_map()
+        optional = {REFERENCE_NORM_PREFIX + "num_batches_tracked"}
+        missing = sorted(set(key_map) - set(state) - optional)
+        unexpected = sorted(set(state) - set(key_map))
+        if missing or unexpected:
+            raise KeyError(
+                f"reference state dict does not fit {type(self).__name__}: "
+                f"missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}"
+            )
+        ours = self.state_dict()
+        mapped: dict[str, torch.Tensor] = {}
+        for ref_key, our_key in key_map.items():
+            if ref_key not in state:
+                mapped[our_key] = ours[our_key]  # an old checkpoint without the BN counter
+                continue
+            value = state[ref_key]
+            if tuple(value.shape) != tuple(ours[our_key].shape):
+                raise ValueError(
+                    f"shape mismatch for {ref_key!r}: checkpoint has {tuple(value.shape)}, "
+                    f"{type(self).__name__} expects {tuple(ours[our_key].shape)}"
+                )
+            mapped[our_key] = value
+        self.load_state_dict(mapped, strict=True)
+
+    def reference_state_dict(self) -> dict[str, torch.Tensor]:
+        """Our weights renamed to the reference ``BIGRU`` layout (inverse of loading)."""
+        ours = self.state_dict()
+        return {ref_key: ours[our_key] for ref_key, our_key in self.reference_key_map().items()}
+
+
+def _norm_key_map() -> dict[str, str]:
+    return {REFERENCE_NORM_PREFIX + name: "input_norm." + name for name in NORM_TENSOR_NAMES}
+
+
+class CausalTwinGRULayer(nn.Module):
+    """One layer of :class:`CausalTwinGRU`: two GRU cells, both reading forward in time.
+
+    ``cell_a`` takes the reference's forward-direction weights (``*_l{l}``), ``cell_b``
+    its "reverse" weights (``*_l{l}_reverse``); ``(N, T, in) -> (N, T, 2*hidden)``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.cell_a = nn.GRU(input_size, hidden_size, batch_first=True)
+        self.cell_b = nn.GRU(input_size, hidden_size, batch_first=True)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        out_a, _ = self.cell_a(seq)              # (N, T, H)
+        out_b, _ = self.cell_b(seq)              # (N, T, H)
+        return torch.cat([out_a, out_b], dim=-1)  # (N, T, 2H)
+
+
+class CausalTwinGRU(SequenceEncoder):
+    """The CMD reference encoder, exactly (config kind ``bigru_cmd``).
+
+    BatchNorm over the ``input_size`` frame features (statistics over batch and time),
+    then ``num_layers`` :class:`CausalTwinGRULayer`; the representation is the top
+    layer's output at the last frame, ``(N, 2*hidden_size)``.
+
+    Per layer ``l`` and frame ``t`` (``GRU_a``/``GRU_b``: separate weights)::
+
+        h_a[l](t) = GRU_a[l](in[l](t), h_a[l](t-1))
+        h_b[l](t) = GRU_b[l](in[l](t), h_b[l](t-1))
+        in[l+1](t) = [h_a[l](t); h_b[l](t)]
+
+    which is what the reference's per-frame calls of a bidirectional ``nn.GRU``
+    compute. Whole-sequence calls make it fast: no Python loop over frames.
+    """
+
+    def __init__(self, input_size: int = 150, hidden_size: int = 1024, num_layers: int = 3) -> None:
+        super().__init__()
+        if num_layers < 1 or hidden_size < 1 or input_size < 1:
+            raise ValueError(
+                f"need positive sizes, got input {input_size}, hidden {hidden_size}, layers {num_layers}"
+            )
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.feature_dim = 2 * hidden_size
+        self.input_norm = nn.BatchNorm1d(input_size)
+        self.layers = nn.ModuleList(
+            CausalTwinGRULayer(input_size if l == 0 else 2 * hidden_size, hidden_size)
+            for l in range(num_layers)
+        )
+        for layer in self.layers:
+            xavier_init_gru(layer.cell_a)
+            xavier_init_gru(layer.cell_b)
+
+    @classmethod
+    def from_config(cls, cfg: EncoderConfig) -> "CausalTwinGRU":
+        return cls(cfg.input_size, cfg.hidden_size, cfg.num_layers)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames (N, T, input_size)`` -> ``(N, 2*hidden_size)``."""
+        seq = self.input_norm(frames.transpose(1, 2)).transpose(1, 2)  # BN over (N, T)
+        for layer in self.layers:
+            seq = layer(seq)    # (N, T, 2H)
+        return seq[:, -1]       # (N, 2H): both cells after the last frame
+
+    def reference_key_map(self) -> dict[str, str]:
+        key_map = _norm_key_map()
+        for l in range(self.num_layers):
+            for name in GRU_TENSOR_NAMES:
+                key_map[f"{REFERENCE_GRU_PREFIX}{name}_l{l}"] = f"layers.{l}.cell_a.{name}_l0"
+                key_map[f"{REFERENCE_GRU_PREFIX}{name}_l{l}_reverse"] = f"layers.{l}.cell_b.{name}_l0"
+        return key_map
+
+
+class BiGRUEncoder(SequenceEncoder):
+    """A true bidirectional GRU over the whole clip (config kind ``bigru``).
+
+    Same BatchNorm and weight layout as the reference; the representation is
+    ``[forward state after frame T-1; backward state after frame 0]``,
+    ``(N, 2*hidden_size)``. Unlike :class:`CausalTwinGRU` the backward half reads the
+    clip from its end, so both halves summarise the whole clip.
+    """
+
+    def __init__(self, input_size: int = 150, hidden_size: int = 1024, num_layers: int = 3) -> None:
+        super().__init__()
+        if num_layers < 1 or hidden_size < 1 or input_size < 1:
+            raise ValueError(
+                f"need positive sizes, got input {input_size}, hidden {hidden_size}, layers {num_layers}"
+            )
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.feature_dim = 2 * hidden_size
+        self.input_norm = nn.BatchNorm1d(input_size)
+        self.gru = nn.GRU(input_size, hidden_size, num_layers=num_layers,
+                          bidirectional=True, batch_first=True)
+        xavier_init_gru(self.gru)
+
+    @classmethod
+    def from_config(cls, cfg: EncoderConfig) -> "BiGRUEncoder":
+        return cls(cfg.input_size, cfg.hidden_size, cfg.num_layers)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames (N, T, input_size)`` -> ``(N, 2*hidden_size)``."""
+        seq = self.input_norm(frames.transpose(1, 2)).transpose(1, 2)
+        out, _ = self.gru(seq)                  # (N, T, 2H): [forward; backward] per frame
+        h = self.hidden_size
+        return torch.cat([out[:, -1, :h], out[:, 0, h:]], dim=-1)  # (N, 2H)
+
+    def reference_key_map(self) -> dict[str, str]:
+        key_map = _norm_key_map()
+        for name, _ in self.gru.named_parameters():
+            key_map[REFERENCE_GRU_PREFIX + name] = "gru." + name
+        return key_map
+
+
+class ProjectionHead(nn.Sequential):
+    """``Linear(in, hidden) -> ReLU -> Linear(hidden, out)``: ``(N, in) -> (N, out)``.
+
+    Initialised as the reference's MLP head: the first ``Linear`` keeps PyTorch's
+    default init, the last one gets ``xavier_uniform_`` on its weight. State-dict keys
+    are ``0.*`` and ``2.*``, as the reference's ``fc.0.*`` / ``fc.2.*``.
+    """
+
+    def __init__(self, in_dim: int = 2048, hidden_dim: int = 2048, out_dim: int = 128) -> None:
+        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+        with torch.no_grad():
+            nn.init.xavier_uniform_(self[2].weight)
+
+    @classmethod
+    def from_config(cls, cfg: EncoderConfig) -> "ProjectionHead":
+        return cls(cfg.feature_dim, cfg.proj_hidden, cfg.out_dim)
+
+
+#: Encoder kinds (``EncoderConfig.kind``) -> constructor from the config.
+ENCODER_KINDS: dict[str, Callable[[EncoderConfig], SequenceEncoder]] = {
+    "bigru_cmd": CausalTwinGRU.from_config,
+    "bigru": BiGRUEncoder.from_config,
+}
+
+
+def build_encoder(enc_cfg: EncoderConfig) -> SequenceEncoder:
+    """The encoder named by ``enc_cfg.kind``, with ``feature_dim == enc_cfg.feature_dim``."""
+    try:
+        make = ENCODER_KINDS[enc_cfg.kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown encoder kind {enc_cfg.kind!r}; choose one of {', '.join(ENCODER_KINDS)}"
+        ) from None
+    return make(enc_cfg)
