@@ -119,6 +119,7 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
 
     Writes and returns the result record (see the module docstring).
     """
+    from .checkpoint import load_pretrained
     from .eval.suite import evaluate_encoders, results_table
     from .models.moco import build_model, encoders_for_eval
     from .train import pretrain
@@ -130,8 +131,8 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
     start = time.perf_counter()
     if variant.pretrain:
         history = pretrain(cfg, run_dir, progress=False)
-        model = _trained_model(run_dir)
-        final = {k: v for k, v in history[-1].items()} if history else {}
+        _, model = load_pretrained(run_dir)
+        final = dict(history[-1]) if history else {}
     else:
         set_seed(seed)
         model, final = build_model(cfg), {}
@@ -193,13 +194,6 @@ def load_embedding(profile: str, suite: str, variant: str, root: Path = RESULTS_
     """The stored t-SNE picture of ``variant`` (seed 0), see :func:`tsne_embedding`."""
     seed = seeds_with_embedding(profile)
     return json.loads(embedding_path(result_path(profile, suite, variant, seed, root)).read_text())
-
-
-def _trained_model(run_dir: Path):
-    from .checkpoint import load_pretrained
-
-    _, model = load_pretrained(run_dir)
-    return model
 
 
 def _jsonable(value: Any) -> Any:
@@ -323,3 +317,27 @@ def summary_table(records: Sequence[Mapping[str, Any]], digits: int = 1):
                           for c in mean.columns}, index=order)
     preferred = [c for p in ("knn", "linear", "semi") for c in table.columns if c.startswith(p)]
     return table[preferred]
+
+
+def trained_model(suite: str, variant: str, seed: int = 0, profile: str | None = None,
+                  runs_root: Path = RUNS_DIR, progress: bool = True):
+    """``(cfg, model)`` of one suite run, pretraining it first if needed.
+
+    The run folder is the one :func:`run_suite` uses, so a chapter reuses what
+    ``make results`` trained (a finished checkpoint resumes to the end at once) and
+    otherwise trains the same run itself.
+    """
+    from .checkpoint import load_pretrained
+    from .models.moco import build_model
+    from .train import pretrain
+
+    profile = active_profile(profile)
+    chosen = _variants(suite, [variant])[0]
+    cfg = variant_config(chosen, profile, seed)
+    if not chosen.pretrain:
+        set_seed(seed)
+        return cfg, build_model(cfg)
+    run_dir = Path(runs_root) / profile / suite / chosen.name / f"seed{seed}"
+    pretrain(cfg, run_dir, progress=progress)
+    _, model = load_pretrained(run_dir)
+    return cfg, model

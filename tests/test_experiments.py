@@ -79,3 +79,15 @@ def test_seed_zero_stores_a_tsne_picture(tmp_path):
     emb = experiments.load_embedding("smoke", "main", "moco_joint", root=tmp_path / "r")
     assert emb["modality"] == "joint"
     assert len(emb["xy"]) == len(emb["labels"]) > 10 and len(emb["xy"][0]) == 2
+
+
+def test_trained_model_reuses_the_suite_run(tmp_path):
+    runs = tmp_path / "runs"
+    experiments.run_suite("main", "smoke", seeds=[0], variants=["moco3"], out_root=tmp_path / "r", runs_root=runs)
+    ckpt = runs / "smoke" / "main" / "moco3" / "seed0" / "checkpoint.pt"
+    before = ckpt.stat().st_mtime_ns
+    cfg, model = experiments.trained_model("main", "moco3", profile="smoke", runs_root=runs, progress=False)
+    assert ckpt.stat().st_mtime_ns == before          # finished run: nothing retrained
+    assert cfg.pretrain.method == "moco3" and set(model.modalities) == {"joint", "motion", "bone"}
+    cfg, model = experiments.trained_model("main", "random_init", profile="smoke", runs_root=runs)
+    assert not (runs / "smoke" / "main" / "random_init").exists()
