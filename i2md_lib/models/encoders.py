@@ -12,7 +12,10 @@ reference's ``(V, C, M)`` order (:func:`flatten_frames`). Two recurrent encoders
     causal GRU cells with separate weights, their states are concatenated and fed to the
     next layer, and the representation is the top layer's ``[h_a; h_b]`` at the last
     frame. We compute the same thing with whole-sequence calls (two one-layer
-    ``nn.GRU`` per layer), which is exact and much faster than the per-frame loop.
+    ``nn.GRU`` per layer): exact, with no Python loop over frames. On a GPU that is one
+    cuDNN call per cell instead of one call per frame; on CPU the gain is small (about
+    1.1x per pretraining step, ``benchmarks/results/encoder_step.md``), because there
+    ``nn.GRU`` itself loops over time and does the same matrix products.
 
 ``bigru`` -- :class:`BiGRUEncoder`
     A true bidirectional GRU over the whole clip: the forward direction reads frames
@@ -162,7 +165,8 @@ class CausalTwinGRU(SequenceEncoder):
         in[l+1](t) = [h_a[l](t); h_b[l](t)]
 
     which is what the reference's per-frame calls of a bidirectional ``nn.GRU``
-    compute. Whole-sequence calls make it fast: no Python loop over frames.
+    compute (there the "reverse" direction only ever sees one frame per call, so it
+    too steps forward in time). Each layer is two whole-sequence ``nn.GRU`` calls.
     """
 
     def __init__(self, input_size: int = 150, hidden_size: int = 1024, num_layers: int = 3) -> None:
