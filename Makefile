@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 # torch is pinned in the install step (a CPU wheel on our machines); pyproject keeps a range.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install book test test-fast results clean
+.PHONY: install browser book test test-fast results clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,19 @@ install: $(VENV)/.installed
 book: install
 	I2MD_PROFILE=book $(VENV)/bin/jupyter-book build . -W -n --keep-going
 
-# Unit tests + every chapter notebook at smoke scale (pytest --nbval-lax), two workers.
-test: install
+# Headless Chromium (Debian package) for tests/test_reader.py, which opens the built book
+# offline as a reader would; installed with apt-get when /usr/bin/chromium is missing.
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing chromium for the reader test (apt-get)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core; \
+	fi
+
+# Unit tests + every chapter notebook at smoke scale (pytest --nbval-lax), two workers;
+# tests/test_reader.py also builds the book at smoke scale and opens it in Chromium.
+test: install browser
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 I2MD_PROFILE=smoke \
 	  $(PY) -m pytest -n 2 --dist loadfile tests book --nbval-lax --nbval-current-env
 
@@ -29,7 +40,7 @@ results: install
 	OMP_NUM_THREADS=1 $(PY) -m i2md_lib experiments --suite ablation --profile book --seeds 0 1 2 --jobs 2
 
 test-fast: install
-	I2MD_PROFILE=smoke $(PY) -m pytest -x -q tests
+	I2MD_PROFILE=smoke $(PY) -m pytest -x -q -m "not reader" tests
 
 clean:
 	rm -rf _build .pytest_cache

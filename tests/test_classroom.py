@@ -1,0 +1,316 @@
+"""Classroom use: chapter exercises hide their solutions, and the assignments grade as they should.
+
+* Every chapter ends with an "Exercises" section whose solutions sit in
+  ``{admonition} Solution ...`` blocks with ``:class: dropdown`` (hidden by default).
+* The teacher's assignment notebooks (``classroom/source``) pass their own test cells;
+  the student versions (``classroom/release``, made by ``tools/student_versions.py``) run
+  but fail every test cell until filled in; wrong answers fail them; grading restores the
+  hidden tests.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import student_versions as sv  # noqa: E402
+
+CHAPTERS = sorted((ROOT / "book").glob("ch*.ipynb"))
+ASSIGNMENTS = sv.assignments()
+
+
+# -- chapter exercises ------------------------------------------------------------------------
+FENCE = re.compile(r"^\s*(?P<fence>`{3,}|:{3,}|~{3,})\s*(?P<info>.*)$")
+DIRECTIVE = re.compile(r"^\{(?P<name>[\w:-]+)\}\s*(?P<title>.*)$")
+HEADING = re.compile(r"^(?P<level>#{1,6})\s+(?P<title>.+?)\s*#*\s*$")
+
+
+def directive_blocks(markdown: str) -> list[dict]:
+    """MyST directive blocks of ``markdown``: name, title, options and body lines (nesting aware).
+
+    Code fences (no ``{name}``) are literal: nothing inside them is parsed.
+    """
+    blocks: list[dict] = []
+    stack: list[dict] = []
+    for line in markdown.split("\n"):
+        match = FENCE.match(line)
+        top = stack[-1] if stack else None
+        if top is not None and match and not match["info"] and match["fence"][0] == top["char"] \
+                and len(match["fence"]) >= top["length"]:
+            stack.pop()                                        # closing fence
+            continue
+        if top is not None:
+            top["body"].append(line)
+            if top["directive"] is None:
+                continue                                       # inside a plain code fence
+        if match:
+            directive = DIRECTIVE.match(match["info"].strip())
+            block = {"char": match["fence"][0], "length": len(match["fence"]), "body": [],
+                     "directive": directive["name"] if directive else None,
+                     "title": directive["title"] if directive else ""}
+            stack.append(block)
+            if directive:
+                blocks.append(block)
+    for block in blocks:
+        block["options"] = directive_options(block["body"])
+    return blocks
+
+
+def directive_options(body: list[str]) -> dict[str, str]:
+    """``:key: value`` lines (or a ``---`` YAML block) at the top of a directive's body."""
+    options: dict[str, str] = {}
+    lines = [line.strip() for line in body]
+    if lines and lines[0] == "---":
+        end = lines.index("---", 1) if "---" in lines[1:] else 0
+        pairs = [line.split(":", 1) for line in lines[1:end] if ":" in line]
+        return {k.strip(): v.strip() for k, v in pairs}
+    for line in lines:
+        match = re.match(r"^:([\w-]+):\s*(.*)$", line)
+        if not match:
+            break
+        options[match[1]] = match[2]
+    return options
+
+
+def markdown_cells(path: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+            if c["cell_type"] == "markdown"]
+
+
+def headings_outside_fences(markdown: str) -> list[tuple[int, str]]:
+    """(level, title) of the markdown headings that are not inside a fenced block."""
+    found, fence = [], None
+    for line in markdown.split("\n"):
+        match = FENCE.match(line)
+        if fence is None and match:
+            fence = match["fence"]
+        elif fence is not None and match and not match["info"] and match["fence"][0] == fence[0] \
+                and len(match["fence"]) >= len(fence):
+            fence = None
+        elif fence is None and (heading := HEADING.match(line)):
+            found.append((len(heading["level"]), heading["title"]))
+    return found
+
+
+def test_there_are_chapters_and_assignments():
+    assert CHAPTERS, "no chapter notebooks under book/"
+    assert len(ASSIGNMENTS) >= 3, f"expected at least three assignments, found {ASSIGNMENTS}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_ends_with_an_exercises_section(path: Path):
+    headings = [h for cell in markdown_cells(path) for h in headings_outside_fences(cell)]
+    exercises = [i for i, (_, title) in enumerate(headings) if re.match(r"exercises\b", title, re.I)]
+    assert exercises, f"{path.name}: no '## Exercises' heading"
+    level = headings[exercises[-1]][0]
+    later = [title for lvl, title in headings[exercises[-1] + 1:] if lvl <= level]
+    assert not later, f"{path.name}: the Exercises section must come last, but is followed by {later}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_solution_is_a_hidden_dropdown(path: Path):
+    cells = markdown_cells(path)
+    solutions = [b for cell in cells for b in directive_blocks(cell)
+                 if re.match(r"solution\b", b["title"], re.I) or b["directive"] in ("solution", "dropdown")]
+    assert solutions, f"{path.name}: no solution blocks ({{admonition}} Solution ... with :class: dropdown)"
+    for block in solutions:
+        name = f"{path.name}: '{{{block['directive']}}} {block['title']}'"
+        assert block["directive"] == "admonition", f"{name}: solutions use the admonition directive"
+        assert "dropdown" in block["options"].get("class", "").split(), \
+            f"{name}: needs ':class: dropdown' so that it is hidden by default"
+    # a solution written as plain text (outside any block) would be visible to every reader
+    for cell in cells:
+        outside = "\n".join(line for line in _lines_outside_blocks(cell))
+        visible = re.findall(r"^\s*(?:\*\*|#+\s*|_)?(solution\b[^\n]*)", outside, re.I | re.M)
+        assert not visible, f"{path.name}: solution text outside a dropdown: {visible}"
+
+
+def _lines_outside_blocks(markdown: str) -> list[str]:
+    lines, depth = [], []
+    for line in markdown.split("\n"):
+        match = FENCE.match(line)
+        if depth and match and not match["info"] and match["fence"][0] == depth[-1][0] \
+                and len(match["fence"]) >= len(depth[-1]):
+            depth.pop()
+        elif match and (not depth or DIRECTIVE.match(match["info"].strip())):
+            depth.append(match["fence"])
+        elif not depth:
+            lines.append(line)
+    return lines
+
+
+def test_the_solution_parser_sees_what_myst_sees():
+    """The checks above are only as good as the parser: hidden, visible and nested cases."""
+    text = "\n".join([
+        "## Exercises", "1. Do it.",
+        "````{admonition} Solution to exercise 1", ":class: tip dropdown", "",
+        "```python", "x = 1", "```", "Because.", "````",
+        "```{admonition} Solution to exercise 2", "---", "class: dropdown", "---", "text", "```",
+        ":::{admonition} Solution to exercise 3", "shown!", ":::",
+        "```python", "# ```{admonition} Solution inside code is not a block", "```",
+    ])
+    blocks = directive_blocks(text)
+    assert [(b["title"], b["options"].get("class")) for b in blocks] == [
+        ("Solution to exercise 1", "tip dropdown"),
+        ("Solution to exercise 2", "dropdown"),
+        ("Solution to exercise 3", None),
+    ]
+    assert blocks[0]["body"][-1] == "Because."
+    assert headings_outside_fences(text) == [(2, "Exercises")]
+    assert _lines_outside_blocks(text) == ["## Exercises", "1. Do it."]
+
+
+# -- student versions ----------------------------------------------------------------------------
+def _cell(kind: str, source: str, **nbgrader) -> dict:
+    cell = {"cell_type": kind, "metadata": {}, "source": source.splitlines(keepends=True)}
+    if kind == "code":
+        cell.update(outputs=[{"output_type": "stream", "name": "stdout", "text": "old\n"}],
+                    execution_count=3)
+    if nbgrader:
+        cell["metadata"]["nbgrader"] = {"schema_version": 3, **nbgrader}
+    return cell
+
+
+def _tiny_assignment() -> dict:
+    return {"cells": [
+        _cell("markdown", "# Task"),
+        _cell("code", "def f(x):\n    '''Doc.'''\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n"
+                      "    ### END SOLUTION\n\nprint('defined')", grade_id="f", solution=True, grade=False),
+        _cell("code", "assert f(1) == 2\n### BEGIN HIDDEN TESTS\nassert f(-1) == 0\n### END HIDDEN TESTS\n"
+                      "print('ok')", grade_id="test_f", grade=True, points=2, solution=False),
+        _cell("markdown", "Why?\n\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION",
+              grade_id="why", solution=True, grade=True, points=1),
+    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_student_version_replaces_solutions_and_hides_tests():
+    nb = _tiny_assignment()
+    student = sv.student_version(nb, Path("tiny.ipynb"))
+    sources = ["".join(c["source"]) for c in student["cells"]]
+    assert sources[1] == ("def f(x):\n    '''Doc.'''\n    # YOUR CODE HERE\n    raise NotImplementedError()\n"
+                          "\nprint('defined')")
+    assert sources[2] == "assert f(1) == 2\nprint('ok')"
+    assert sources[3] == "Why?\n\nYOUR ANSWER HERE"
+    assert all(c["outputs"] == [] and c["execution_count"] is None
+               for c in student["cells"] if c["cell_type"] == "code")
+    assert student["cells"][2]["metadata"]["nbgrader"]["points"] == 2   # nbgrader can still grade it
+    assert "y = x + 1" in "".join(nb["cells"][1]["source"]), "the teacher's notebook is left as it was"
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda nb: nb["cells"][1]["source"].pop(5), "never closed"),
+    (lambda nb: nb["cells"][1]["metadata"].pop("nbgrader"), "without nbgrader solution"),
+    (lambda nb: nb["cells"][2]["metadata"]["nbgrader"].update(grade_id="f"), "used twice"),
+    (lambda nb: nb["cells"][2]["metadata"]["nbgrader"].pop("points"), "has no points"),
+    (lambda nb: nb["cells"][0]["source"].append("\n### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS"),
+     "hidden tests outside"),
+])
+def test_broken_conventions_are_reported_with_file_and_cell(breakage, message):
+    nb = _tiny_assignment()
+    breakage(nb)
+    with pytest.raises(sv.AssignmentError, match=message) as info:
+        sv.student_version(nb, Path("classroom/source/tiny/tiny.ipynb"))
+    assert "tiny.ipynb" in str(info.value)
+
+
+def test_committed_student_versions_are_up_to_date():
+    assert sv.out_of_date() == [], "run: python tools/student_versions.py release"
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_assignment_has_graded_tests_that_compare_with_the_library(name: str):
+    nb = sv.read_notebook(sv.SOURCE_ROOT / name / f"{name}.ipynb")
+    tests = [c for c in nb["cells"] if sv.is_test_cell(c)]
+    solutions = [c for c in nb["cells"] if sv.is_solution_cell(c)]
+    assert len(solutions) >= 2 and len(tests) >= 2
+    assert all(sv.nbgrader_meta(c)["points"] > 0 for c in tests)
+    assert not any(re.search(r"\b(modalities|losses|dna)\.\w+\(", sv.cell_source(c)) for c in solutions), \
+        "a solution must not call the library function it is compared with"
+    assert all(re.search(r"\b(modalities|losses|dna)\.\w+\(", sv.cell_source(c)) for c in tests)
+
+
+# -- running them (one kernel for all notebooks: each starts from an empty namespace) ----------------
+#: A plausible wrong answer for every solution cell: each must make its test cell fail.
+WRONG_ANSWERS = {
+    "bones": "def bones(x):\n    out = np.zeros_like(x)\n    for c, p in skeleton.NTU_BONE_PAIRS_1BASED:\n"
+             "        out[..., c - 1, :] = x[..., p - 1, :] - x[..., c - 1, :]\n    return out",
+    "bones_torch": "def bones_torch(x):\n    parents = torch.tensor(skeleton.PARENTS.tolist())\n"
+                   "    return x - x[..., parents, :].detach()",
+    "neighbour_kl": "def neighbour_kl(tk, tq, sq, ss, topk, tau_t, tau_s):\n"
+                    "    top, index = (tk @ tq.T).topk(topk, dim=1)\n"
+                    "    p = F.softmax(top / tau_s, dim=1)\n"
+                    "    log_q = F.log_softmax((sq @ ss.T).gather(1, index) / tau_s, dim=1)\n"
+                    "    return (p * (p.log() - log_q)).sum(1).mean()",
+    "mutual_distillation": "def mutual_distillation(keys, queries, queues, topk, tau_t, tau_s):\n"
+                           "    return sum(neighbour_kl(keys[t], queues[t], queries[s], queues[s], topk, tau_t, tau_s)\n"
+                           "               for t, s in itertools.combinations(keys, 2))",
+    "select": "def select(key, queue, max_neighbors, threshold, margin):\n"
+              "    k = min(max_neighbors, len(queue))\n"
+              "    similarity, index = (key @ queue.T).topk(k, dim=1)\n"
+              "    return index, similarity, similarity >= threshold",
+    "aggregate": "def aggregate(key, queue, index, similarity, selected, tau):\n"
+                 "    w = torch.softmax(torch.cat([torch.ones(len(key), 1), similarity], 1) / tau, dim=1)\n"
+                 "    members = torch.cat([key[:, None], queue[index]], 1)\n"
+                 "    return F.normalize((w[..., None] * members).sum(1), dim=1)",
+}
+
+
+def _fill(nb: dict, answers: dict[str, str]) -> dict:
+    out = copy.deepcopy(nb)
+    for cell in out["cells"]:
+        grade_id = sv.nbgrader_meta(cell).get("grade_id")
+        if sv.is_solution_cell(cell) and grade_id in answers:
+            cell["source"] = answers[grade_id]
+    return out
+
+
+@pytest.fixture(scope="module")
+def runner():
+    with sv.NotebookRunner(ROOT / "classroom") as kernel:
+        yield kernel
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_solution_passes_student_version_fails_and_wrong_answers_fail(runner, name: str):
+    teacher = sv.read_notebook(sv.SOURCE_ROOT / name / f"{name}.ipynb")
+    student = sv.read_notebook(sv.RELEASE_ROOT / name / f"{name}.ipynb")
+    test_ids = {sv.nbgrader_meta(c)["grade_id"] for c in teacher["cells"] if sv.is_test_cell(c)}
+
+    solved = runner.run(copy.deepcopy(teacher))
+    assert [(o.grade_id, o.error, o.message) for o in solved if o.error] == []
+    assert {o.grade_id for o in solved} >= test_ids
+
+    unsolved = runner.run(student)
+    assert [o.grade_id for o in unsolved if o.error and o.grade_id not in test_ids] == [], \
+        "the student version must run up to the tests"
+    assert {o.grade_id: o.error for o in unsolved if o.grade_id in test_ids} == \
+        dict.fromkeys(test_ids, "NotImplementedError")
+
+    wrong = sv.with_teacher_tests(_fill(student, WRONG_ANSWERS), teacher, Path(f"{name}.ipynb"))
+    failed = {o.grade_id: o.error for o in runner.run(wrong) if o.grade_id in test_ids}
+    assert failed == dict.fromkeys(test_ids, "AssertionError"), "a wrong answer must fail its test"
+
+
+def test_grading_restores_hidden_tests_and_counts_points(runner, tmp_path: Path):
+    """A submission that passes the visible tests but not a hidden one loses those points."""
+    student = sv.read_notebook(sv.RELEASE_ROOT / "bone_modality" / "bone_modality.ipynb")
+    right = "def bones(x):\n    return modalities.to_bone(x)"
+    float32_only = ("def bones_torch(x):\n    parents = torch.tensor(skeleton.PARENTS.tolist())\n"
+                    "    y = x.float()\n    return y - y[..., parents, :]")
+    submission = _fill(student, {"bones": right, "bones_torch": float32_only})
+    for cell in submission["cells"]:           # a student who "fixes" a test to pass does not gain
+        if sv.nbgrader_meta(cell).get("grade_id") == "test_bones_torch":
+            cell["source"] = "print('all good')"
+    path = tmp_path / "alice" / "bone_modality.ipynb"
+    path.parent.mkdir()
+    path.write_text(sv.dumps(submission))
+    report = sv.grade(path, runner=runner)   # the command line starts a fresh kernel per submission
+    assert report.points == {"test_bones": (2.0, 2.0), "test_bones_torch": (0.0, 2.0)}
+    assert report.total == (2.0, 4.0)
+    assert report.failures["test_bones_torch"].startswith("AssertionError")

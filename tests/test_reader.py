@@ -1,0 +1,416 @@
+"""The built book, checked as a reader sees it: built at smoke scale, opened in headless Chromium.
+
+One build per run (module fixture): a copy of the working tree (the files git tracks or
+would track) is built with ``jupyter-book build -W -n --keep-going`` into a temporary
+folder, so neither the repository's ``_build/.jupyter_cache`` (book-scale outputs) nor
+its ``runs/`` and ``results/`` are read or written. The HTML is served on 127.0.0.1
+and opened in headless Chromium with every other host unresolvable, so any page that
+needs the network shows up as a failed load.
+
+Checks: the build succeeds without warnings; every page of the table of contents
+exists; every local ``href``/``src`` (and ``#anchor``) of every page resolves; no page
+loads scripts, styles or images from another host; in the browser, every plotly
+figure renders (an ``svg.main-svg`` or ``canvas``), every image decodes, math is
+typeset by the local MathJax without TeX errors, solutions are collapsed, and no
+script raises. A screenshot of one chapter is saved for inspection.
+
+Needs ``/usr/bin/chromium`` (``make browser`` installs it; ``$CHROMIUM`` overrides).
+"""
+from __future__ import annotations
+
+import functools
+import html
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+from mathjax_offline import mathjax_folder  # noqa: E402
+
+pytestmark = pytest.mark.reader
+
+BUILD_TIMEOUT_S = 1800
+BROWSER_TIMEOUT_S = 240
+COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "_build", "runs", "cache", ".pytest_cache",
+                                     "__pycache__", "*.egg-info", ".ipynb_checkpoints")
+LOCAL_MATHJAX = mathjax_folder() is not None
+
+
+# -- building and serving --------------------------------------------------------------------------
+def working_tree_files(root: Path) -> list[Path]:
+    """Files git tracks or would track (not ignored), relative to ``root``; [] without git."""
+    try:
+        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], capture_output=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [Path(p) for p in out.decode().split("\0") if p and (root / p).is_file()]
+
+
+def copy_working_tree(root: Path, target: Path) -> None:
+    files = working_tree_files(root)
+    if not files:   # not a git checkout: copy all but the usual generated folders
+        shutil.copytree(root, target, ignore=COPY_IGNORE)
+        return
+    for rel in files:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, target / rel)
+
+
+def jupyter_book_command() -> str:
+    beside_python = Path(sys.executable).parent / "jupyter-book"
+    found = str(beside_python) if beside_python.exists() else shutil.which("jupyter-book")
+    if not found:
+        pytest.fail("jupyter-book is not installed (make install)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    """Build the book at smoke scale from a copy of the working tree; returns a dict of facts."""
+    work = tmp_path_factory.mktemp("reader")
+    source, output = work / "source", work / "output"
+    copy_working_tree(ROOT, source)
+    env = dict(os.environ, I2MD_PROFILE="smoke", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    start = time.perf_counter()
+    done = subprocess.run([jupyter_book_command(), "build", str(source), "--path-output", str(output),
+                           "-W", "-n", "--keep-going"],
+                          env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    seconds = time.perf_counter() - start
+    log = done.stdout + done.stderr
+    (work / "build.log").write_text(log)
+    print(f"\nbook built at smoke scale in {seconds:.0f} s (log: {work / 'build.log'})")
+    html_dir = output / "_build" / "html"
+    if not (html_dir / "index.html").exists():
+        pytest.fail(f"the build produced no HTML (exit {done.returncode}):\n{log[-6000:]}")
+    return {"returncode": done.returncode, "log": log, "html": html_dir, "seconds": seconds,
+            "source": source}
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(build):
+    """The built HTML on http://127.0.0.1:<free port>/ (a thread; stopped after the module)."""
+    handler = functools.partial(_QuietHandler, directory=str(build["html"]))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def toc_pages(source: Path) -> list[str]:
+    """The documents of ``_toc.yml`` (root first), as paths without suffix."""
+    toc = yaml.safe_load((source / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                pages.append(entry["file"])
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return [re.sub(r"\.(md|ipynb)$", "", p) for p in pages]
+
+
+def chapter_pages(build) -> list[str]:
+    return [p for p in toc_pages(build["source"]) if Path(p).name.startswith("ch")]
+
+
+def built_pages(build) -> list[Path]:
+    """Every HTML page of the build (not the probe copies the browser check adds)."""
+    return sorted(p for p in build["html"].rglob("*.html") if "_static" not in p.parts
+                  and not p.name.endswith(PROBE_SUFFIX) and p.name != HARNESS)
+
+
+# -- static checks of the HTML ------------------------------------------------------------------------
+class _LinkParser(HTMLParser):
+    """Collects ``(tag, attribute, value)`` of every link-like attribute and every element id."""
+
+    LINK_ATTRS = {"href", "src", "data", "poster"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str, str]] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name in self.LINK_ATTRS and value is not None:
+                self.links.append((tag, name, value))
+            elif name == "srcset" and value:
+                self.links += [(tag, name, item.split()[0]) for item in value.split(",") if item.strip()]
+            if name in ("id", "name") and value:
+                self.ids.add(value)
+
+
+@functools.lru_cache(maxsize=None)
+def parse_page(path: Path) -> _LinkParser:
+    parser = _LinkParser()
+    parser.feed(path.read_text(errors="replace"))
+    return parser
+
+
+def is_external(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(parts.scheme and parts.scheme not in ("file",)) or url.startswith("//")
+
+
+def test_book_builds_without_warnings(build):
+    warnings = [line for line in build["log"].splitlines() if re.search(r"WARNING|ERROR", line)
+                and "Kernel is running over TCP" not in line]
+    assert build["returncode"] == 0, "jupyter-book build -W failed:\n" + "\n".join(warnings[:40] or
+                                                                                  [build["log"][-4000:]])
+
+
+def test_every_page_of_the_table_of_contents_is_built(build):
+    missing = [p for p in toc_pages(build["source"]) if not (build["html"] / f"{p}.html").is_file()]
+    assert not missing, f"pages of _toc.yml without HTML: {missing}"
+    assert chapter_pages(build), "no chapters in _toc.yml"
+
+
+def test_no_broken_local_links(build):
+    html_dir = build["html"]
+    broken = []
+    for page in built_pages(build):
+        for tag, attr, url in parse_page(page).links:
+            if is_external(url) or url.startswith(("mailto:", "data:", "javascript:", "about:")):
+                continue
+            parts = urlsplit(url)
+            target = page if not parts.path else (page.parent / unquote(parts.path)).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            where = f"{page.relative_to(html_dir)}: <{tag} {attr}={url!r}>"
+            if not target.is_file():
+                broken.append(f"{where}: no file {target}")
+            elif parts.fragment and target.suffix == ".html" and \
+                    unquote(parts.fragment) not in parse_page(target).ids:
+                broken.append(f"{where}: no element with id {parts.fragment!r}")
+    assert not broken, f"{len(broken)} broken links:\n" + "\n".join(broken[:40])
+
+
+def test_pages_load_nothing_from_other_hosts(build):
+    """Scripts, styles, images and frames all come from the book (links to click may point out)."""
+    remote = []
+    for page in built_pages(build):
+        for tag, attr, url in parse_page(page).links:
+            if tag == "a" or not is_external(url):
+                continue
+            if tag == "link" and attr == "href" and not _is_resource_link(page, url):
+                continue
+            if not LOCAL_MATHJAX and "mathjax" in url.lower():
+                continue   # reported by test_math_is_rendered_locally
+            remote.append(f"{page.relative_to(build['html'])}: <{tag} {attr}={url}>")
+    assert not remote, "pages need the network:\n" + "\n".join(sorted(set(remote))[:40])
+
+
+def _is_resource_link(page: Path, url: str) -> bool:
+    text = page.read_text(errors="replace")
+    for match in re.finditer(r"<link\b[^>]*>", text):
+        if url in match.group(0):
+            rel = re.search(r'rel="([^"]*)"', match.group(0))
+            if rel and set(rel.group(1).split()) & {"stylesheet", "preload", "icon", "modulepreload"}:
+                return True
+    return False
+
+
+# -- in the browser ----------------------------------------------------------------------------------
+def chromium_binary() -> str:
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    pytest.fail("headless Chromium is missing: run `make browser` (Debian package chromium)")
+
+
+def chromium(args: list[str], profile: Path, timeout: int = BROWSER_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run headless Chromium offline: a fresh profile, and every host but 127.0.0.1 unresolvable."""
+    command = [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu",
+               "--enable-unsafe-swiftshader",   # software WebGL for plotly's 3D figures
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--no-first-run", "--no-default-browser-check", "--disable-dev-shm-usage",
+               "--hide-scrollbars", "--mute-audio", f"--user-data-dir={profile}",
+               "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+# Injected at the top of <head> of a copy of each page: records failed loads and script errors.
+PROBE_HEAD = """<script>
+window.__reader = {failed_loads: [], script_errors: []};
+window.addEventListener("error", function (e) {
+  var t = e.target;
+  if (t && t !== window && (t.src || t.href)) { window.__reader.failed_loads.push(t.src || t.href); }
+  else { window.__reader.script_errors.push(String(e.message || e)); }
+}, true);
+window.addEventListener("unhandledrejection", function (e) {
+  window.__reader.script_errors.push("unhandled rejection: " + String(e.reason));
+});
+</script>"""
+
+# Injected before </body>: after load (and MathJax's typesetting), what the reader would see.
+PROBE_BODY = """<script>
+window.addEventListener("load", function () {
+  function report() {
+    var r = window.__reader, d = document, all = function (s) { return Array.from(d.querySelectorAll(s)); };
+    var plots = all(".plotly-graph-div");
+    r.plots = plots.length;
+    r.plots_rendered = plots.filter(function (p) {
+      return p.querySelector("svg.main-svg, canvas") && !/WebGL is not supported/i.test(p.textContent);
+    }).length;
+    var images = all("article img, main img");
+    r.images = images.length;
+    r.images_broken = images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
+                            .map(function (i) { return i.getAttribute("src"); });
+    r.tables = all("article table, main table").length;
+    r.math = all(".math").length;
+    r.math_rendered = all(".math mjx-container, mjx-container.MathJax").length;
+    r.math_errors = all("mjx-merror").map(function (e) { return e.getAttribute("data-mjx-error"); })
+      .concat(all("mjx-mtext[style*='color: red'] > mjx-c.mjx-c5C:first-child").map(function () {
+        return "undefined control sequence"; }));
+    var solutions = all(".admonition").filter(function (a) {
+      var t = a.querySelector(".admonition-title"); return t && /^\\s*solution/i.test(t.textContent); });
+    r.solutions = solutions.length;
+    r.solutions_shown = solutions.filter(function (a) {
+      return Array.from(a.children).some(function (c) {
+        return !c.classList.contains("admonition-title") && getComputedStyle(c).visibility !== "hidden"
+          && c.getBoundingClientRect().height > 0; });
+    }).map(function (a) { return a.querySelector(".admonition-title").textContent.trim(); });
+    var out = parent.document.getElementById(window.name);
+    if (out) { out.textContent = JSON.stringify(r); }
+  }
+  setTimeout(function () {
+    var mj = window.MathJax;
+    if (mj && mj.startup && mj.startup.promise) { mj.startup.promise.then(report, report); } else { report(); }
+  }, 1500);
+});
+</script>"""
+
+PROBE_SUFFIX = ".reader-probe.html"
+HARNESS = "reader-harness.html"
+
+
+def write_probes(html_dir: Path, pages: list[str]) -> str:
+    """Probe copies of ``pages`` and a harness page that frames them all; returns the harness name."""
+    frames = []
+    for i, page in enumerate(pages):
+        text = (html_dir / f"{page}.html").read_text()
+        text = text.replace("<head>", "<head>" + PROBE_HEAD, 1).replace("</body>", PROBE_BODY + "</body>", 1)
+        (html_dir / f"{page}{PROBE_SUFFIX}").write_text(text)
+        frames.append(f'<pre id="result-{i}"></pre>'
+                      f'<iframe name="result-{i}" src="{page}{PROBE_SUFFIX}" width="1200" height="900"></iframe>')
+    (html_dir / HARNESS).write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>" + "\n".join(frames) + "</body></html>")
+    return HARNESS
+
+
+@pytest.fixture(scope="module")
+def seen_by_reader(build, server, tmp_path_factory) -> dict[str, dict]:
+    """What every page of the book shows in Chromium after its scripts ran: page -> facts."""
+    pages = toc_pages(build["source"])
+    harness = write_probes(build["html"], pages)
+    start = time.perf_counter()
+    done = chromium(["--virtual-time-budget=60000", "--window-size=1280,1000", "--dump-dom",
+                     f"{server}/{harness}"], tmp_path_factory.mktemp("chromium-profile"))
+    print(f"\nChromium checked {len(pages)} pages in {time.perf_counter() - start:.1f} s")
+    results = {}
+    for i, page in enumerate(pages):
+        match = re.search(rf'<pre id="result-{i}">(.*?)</pre>', done.stdout, re.S)
+        results[page] = json.loads(html.unescape(match.group(1))) if match and match.group(1) else None
+    if not any(results.values()):
+        pytest.fail(f"Chromium reported nothing (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    for page, seen in results.items():
+        if seen:
+            print(f"  {page}: {seen['plots_rendered']}/{seen['plots']} plotly figures, "
+                  f"{seen['images']} images, {seen['tables']} tables, "
+                  f"{seen['math_rendered']}/{seen['math']} formulas typeset, {seen['solutions']} solutions")
+    return results
+
+
+def test_every_page_runs_its_scripts_offline(seen_by_reader):
+    problems = {}
+    for page, seen in seen_by_reader.items():
+        if seen is None:
+            problems[page] = "the page never finished loading"
+            continue
+        failed = [u for u in seen["failed_loads"] if LOCAL_MATHJAX or "mathjax" not in u.lower()]
+        if failed or seen["script_errors"]:
+            problems[page] = {"failed loads": failed, "script errors": seen["script_errors"]}
+    assert not problems, json.dumps(problems, indent=1)
+
+
+def test_plotly_figures_render(seen_by_reader, build):
+    plots = {p: (s["plots_rendered"], s["plots"]) for p, s in seen_by_reader.items() if s}
+    assert sum(total for _, total in plots.values()) > 0, "no plotly figure in the whole book"
+    not_rendered = {p: f"{done} of {total} rendered" for p, (done, total) in plots.items() if done != total}
+    assert not not_rendered, not_rendered
+
+
+def test_chapters_show_pictures_and_tables(seen_by_reader, build):
+    problems = {}
+    for page in chapter_pages(build):
+        seen = seen_by_reader.get(page)
+        if not seen:
+            continue   # reported by test_every_page_runs_its_scripts_offline
+        issues = []
+        if seen["images_broken"]:
+            issues.append(f"images that do not load: {seen['images_broken']}")
+        if seen["images"] + seen["plots"] == 0:
+            issues.append("no picture (image or plotly figure)")
+        if seen["tables"] == 0:
+            issues.append("no table")
+        if issues:
+            problems[page] = issues
+    assert not problems, json.dumps(problems, indent=1)
+
+
+def test_math_is_rendered_locally(seen_by_reader):
+    if not LOCAL_MATHJAX:
+        pytest.skip("MathJax is loaded from its CDN: install sphinx-mathjax-offline "
+                    "(book/_ext/mathjax_offline.py then serves it from _static)")
+    problems = {p: {"math": s["math"], "typeset": s["math_rendered"], "errors": s["math_errors"]}
+                for p, s in seen_by_reader.items()
+                if s and (s["math_rendered"] < s["math"] or s["math_errors"])}
+    assert not problems, "math that does not render:\n" + json.dumps(problems, indent=1)
+    assert sum(s["math"] for s in seen_by_reader.values() if s) > 0, "no math found in the book"
+
+
+def test_solutions_are_collapsed(seen_by_reader, build):
+    shown = {p: s["solutions_shown"] for p, s in seen_by_reader.items() if s and s["solutions_shown"]}
+    assert not shown, f"solutions visible without a click: {shown}"
+    without = [p for p in chapter_pages(build) if seen_by_reader.get(p) and not seen_by_reader[p]["solutions"]]
+    assert not without, f"chapters whose exercises have no (collapsed) solution: {without}"
+
+
+def test_screenshot_of_a_chapter(build, server, tmp_path):
+    """A picture of the first chapter as a reader sees it, kept in tmp_path for inspection."""
+    page = chapter_pages(build)[0]
+    shot = tmp_path / f"{Path(page).name}.png"
+    done = chromium(["--virtual-time-budget=20000", "--window-size=1280,2400", f"--screenshot={shot}",
+                     f"{server}/{page}.html"], tmp_path / "chromium-profile")
+    print(f"\nscreenshot: {shot}")
+    assert shot.is_file(), f"no screenshot (exit {done.returncode}): {done.stderr[-2000:]}"
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, "the screenshot looks empty"
