@@ -32,8 +32,10 @@ from .config import ExperimentConfig, active_profile
 from .utils import atomic_write, set_seed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO_ROOT / "results"
-RUNS_DIR = REPO_ROOT / "runs"
+#: Result files and run folders; ``I2MD_RESULTS_DIR`` / ``I2MD_RUNS_DIR`` move them
+#: (the test suite gives every worker its own, fresh folders).
+RESULTS_DIR = Path(os.environ.get("I2MD_RESULTS_DIR") or REPO_ROOT / "results")
+RUNS_DIR = Path(os.environ.get("I2MD_RUNS_DIR") or REPO_ROOT / "runs")
 PROTOCOLS = ("knn", "linear", "semi")
 
 
@@ -91,6 +93,12 @@ def result_path(profile: str, suite: str, variant: str, seed: int, root: Path = 
     return Path(root) / profile / suite / variant / f"seed{seed}.json"
 
 
+def run_dir(suite: str, variant: str, seed: int = 0, profile: str | None = None,
+            root: Path = RUNS_DIR) -> Path:
+    """The run folder (config, log.csv, checkpoint) of one suite run."""
+    return Path(root) / active_profile(profile) / suite / variant / f"seed{seed}"
+
+
 def git_commit() -> dict[str, Any]:
     """The commit of the code that ran, and whether the work tree had changes."""
     def git(*args: str) -> str:
@@ -127,11 +135,11 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
     if threads:
         torch.set_num_threads(threads)
     cfg = variant_config(variant, profile, seed, overrides)
-    run_dir = Path(runs_root) / profile / suite / variant.name / f"seed{seed}"
+    folder = run_dir(suite, variant.name, seed, profile, runs_root)
     start = time.perf_counter()
     if variant.pretrain:
-        history = pretrain(cfg, run_dir, progress=False)
-        _, model = load_pretrained(run_dir)
+        history = pretrain(cfg, folder, progress=False)
+        _, model = load_pretrained(folder)
         final = dict(history[-1]) if history else {}
     else:
         set_seed(seed)
@@ -315,7 +323,10 @@ def summary_table(records: Sequence[Mapping[str, Any]], digits: int = 1):
 
     table = pd.DataFrame({c: [cell(mean.loc[v, c], std.loc[v, c], count.loc[v, c]) for v in order]
                           for c in mean.columns}, index=order)
-    preferred = [c for p in ("knn", "linear", "semi") for c in table.columns if c.startswith(p)]
+    streams = ("joint", "motion", "bone", "ensemble")
+    preferred = [f"{p} {s}" for p in ("knn", "linear") for s in streams if f"{p} {s}" in table.columns]
+    preferred += sorted((c for c in table.columns if c.startswith("semi")),
+                        key=lambda c: float(c.split()[1].rstrip("%")))
     return table[preferred]
 
 
@@ -337,7 +348,7 @@ def trained_model(suite: str, variant: str, seed: int = 0, profile: str | None =
     if not chosen.pretrain:
         set_seed(seed)
         return cfg, build_model(cfg)
-    run_dir = Path(runs_root) / profile / suite / chosen.name / f"seed{seed}"
-    pretrain(cfg, run_dir, progress=progress)
-    _, model = load_pretrained(run_dir)
+    folder = run_dir(suite, chosen.name, seed, profile, runs_root)
+    pretrain(cfg, folder, progress=progress)
+    _, model = load_pretrained(folder)
     return cfg, model

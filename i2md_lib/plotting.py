@@ -114,3 +114,90 @@ def draw_skeleton_2d(ax, frame: np.ndarray, dims: Sequence[int] = (0, 2), color:
                 color=color, alpha=alpha, lw=lw)
     ax.scatter(frame[a], frame[b], s=8, color=color, alpha=alpha, zorder=3)
     ax.set_aspect("equal")
+
+
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` values (fewer at the start): same length as ``values``."""
+    if window < 1:
+        raise ValueError(f"moving-average window must be at least 1, got {window}")
+    values = np.asarray(values, dtype=float)
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
+def training_curves(rows: Sequence[dict], columns: Sequence[str], x: str = "step",
+                    smooth: int = 1, titles: Sequence[str] | None = None, height: int = 300):
+    """Side-by-side curves of a run's log (the rows of ``train.read_log``), one panel per column.
+
+    Each panel shows the raw values (faint) and, when ``smooth > 1``, their trailing
+    moving average over ``smooth`` steps. Raises ``ValueError`` naming a column the
+    log does not have.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not rows:
+        raise ValueError("the log has no rows to plot")
+    known = list(rows[0])
+    missing = [c for c in [x, *columns] if c not in known]
+    if missing:
+        raise ValueError(f"log has no column(s) {missing}; it has {known}")
+    titles = list(titles) if titles is not None else list(columns)
+    fig = make_subplots(rows=1, cols=len(columns), subplot_titles=titles)
+    xs = [r[x] for r in rows]
+    for i, column in enumerate(columns, start=1):
+        ys = [r[column] for r in rows]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=column, showlegend=False,
+                                 line=dict(color="#1f77b4", width=1),
+                                 opacity=0.35 if smooth > 1 else 1.0), row=1, col=i)
+        if smooth > 1:
+            fig.add_trace(go.Scatter(x=xs, y=moving_average(ys, smooth), mode="lines",
+                                     name=f"{column} (mean of {smooth})", showlegend=False,
+                                     line=dict(color="#1f77b4", width=2)), row=1, col=i)
+        fig.update_xaxes(title_text=x, row=1, col=i)
+    fig.update_layout(height=height, margin=dict(l=40, r=10, t=40, b=40))
+    return fig
+
+
+_CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                 "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#843c39",
+                 "#5254a3", "#8ca252", "#bd9e39", "#7b4173", "#3182bd", "#e6550d")
+
+
+def embedding_scatter(embeddings: dict[str, dict], class_names: Sequence[str] | None = None,
+                      height: int = 380):
+    """Side-by-side 2-D scatters of stored feature pictures, points coloured by class.
+
+    Args:
+        embeddings: panel title -> ``{"xy": [[x, y], ...], "labels": [...]}`` (what
+            ``experiments.load_embedding`` returns), in display order.
+        class_names: names for the integer labels (default: the numbers).
+
+    Returns:
+        A plotly figure with one panel per entry and one legend entry per class
+        (clicking a class hides it in every panel).
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not embeddings:
+        raise ValueError("no embeddings to plot")
+    fig = make_subplots(rows=1, cols=len(embeddings), subplot_titles=list(embeddings))
+    for col, (title, emb) in enumerate(embeddings.items(), start=1):
+        xy = np.asarray(emb["xy"], dtype=float).reshape(-1, 2)
+        labels = np.asarray(emb["labels"], dtype=int)
+        if len(xy) != len(labels):
+            raise ValueError(f"embedding {title!r}: {len(xy)} points but {len(labels)} labels")
+        for label in np.unique(labels):
+            name = class_names[label] if class_names is not None else str(label)
+            keep = labels == label
+            fig.add_trace(go.Scatter(
+                x=xy[keep, 0], y=xy[keep, 1], mode="markers", name=name, legendgroup=name,
+                showlegend=col == 1, hovertext=name, hoverinfo="text",
+                marker=dict(size=4, color=_CLASS_COLORS[label % len(_CLASS_COLORS)])), row=1, col=col)
+        fig.update_xaxes(showticklabels=False, row=1, col=col)
+        fig.update_yaxes(showticklabels=False, row=1, col=col)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), legend=dict(itemsizing="constant"))
+    return fig
