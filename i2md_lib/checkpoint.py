@@ -109,7 +109,15 @@ RUNTIME_KEYS: frozenset[str] = frozenset({"pretrain.device", "data.num_workers",
 
 
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Dotted keys whose values differ between two ``to_dict()`` configs -> ``(old, new)``."""
+    """Dotted keys whose values differ between two ``to_dict()`` configs -> ``(old, new)``.
+
+    ``old`` is first brought up to the current config classes: a field added to the
+    library after ``old`` was saved takes its default instead of counting as a change.
+    """
+    try:
+        old = ExperimentConfig.from_dict(old).to_dict()
+    except (TypeError, ValueError):
+        pass   # a key that no longer exists: compare as saved (it shows up as a difference)
     a, b = dict(_flatten(old)), dict(_flatten(new))
     norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731 (YAML gives lists)
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if norm(a.get(k)) != norm(b.get(k))}

@@ -227,10 +227,12 @@ def run_suite(suite: str, profile: str | None = None, seeds: Iterable[int] = (0,
     for variant in chosen:
         for seed in seeds:
             path = result_path(profile, suite, variant.name, seed, out_root)
-            digest = variant_config(variant, profile, seed, overrides).digest()
-            if rerun or not _is_current(path, digest):
+            if rerun or not _is_current(path, variant_config(variant, profile, seed, overrides)):
                 todo.append((suite, variant, seed, profile, out_root, runs_root, tuple(protocols),
                              dict(overrides or {}), 1 if jobs > 1 else None, command))
+    if todo:
+        print(f"{suite} ({profile}): {len(todo)} run(s) to do: "
+              + ", ".join(f"{job[1].name}/seed{job[2]}" for job in todo), file=sys.stderr)
     if jobs > 1 and len(todo) > 1:
         import multiprocessing
 
@@ -258,11 +260,16 @@ def _variants(suite: str, names: Sequence[str] | None) -> list[Variant]:
     return [known[n] for n in names]
 
 
-def _is_current(path: Path, digest: str) -> bool:
+def _is_current(path: Path, cfg: ExperimentConfig) -> bool:
+    """Whether ``path`` holds a result of ``cfg`` (fields added to the library since
+    the file was written count as their defaults; runtime-only keys are ignored)."""
+    from .checkpoint import RUNTIME_KEYS, config_differences
+
     try:
-        return load_record(path).get("config_digest") == digest
-    except (FileNotFoundError, ValueError):
+        saved = load_record(path)["config"]
+    except (FileNotFoundError, ValueError, KeyError):
         return False
+    return not set(config_differences(saved, cfg.to_dict())) - RUNTIME_KEYS
 
 
 def load_record(path: str | Path) -> dict[str, Any]:

@@ -91,3 +91,18 @@ def test_trained_model_reuses_the_suite_run(tmp_path):
     assert cfg.pretrain.method == "moco3" and set(model.modalities) == {"joint", "motion", "bone"}
     cfg, model = experiments.trained_model("main", "random_init", profile="smoke", runs_root=runs)
     assert not (runs / "smoke" / "main" / "random_init").exists()
+
+
+def test_results_stay_current_when_the_library_gains_a_config_field(tmp_path, monkeypatch):
+    from i2md_lib.config import ExperimentConfig
+
+    kwargs = dict(out_root=tmp_path / "r", runs_root=tmp_path / "x")
+    experiments.run_suite("main", "smoke", seeds=[0], variants=["random_init"], **kwargs)
+    path = experiments.result_path("smoke", "main", "random_init", 0, tmp_path / "r")
+    record = json.loads(path.read_text())
+    del record["config"]["pretrain"]["dna_tau"]          # as if written before dna_tau existed
+    path.write_text(json.dumps(record))
+    cfg = experiments.variant_config(experiments.SUITES["main"][0], "smoke", 0)
+    assert experiments._is_current(path, cfg)
+    assert not experiments._is_current(path, cfg.replace({"pretrain.lr": 0.5}))
+    assert isinstance(cfg, ExperimentConfig)
