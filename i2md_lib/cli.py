@@ -4,12 +4,17 @@ Commands::
 
     pretrain     --run-dir DIR [--profile smoke|book|full] [--method cmd] [--config FILE]
                  [--set KEY=VALUE ...] [--no-resume] [--max-steps N] [--allow-change KEY ...]
+                 [--dist-bn global|shuffle]
     evaluate     --run-dir DIR [--protocols knn linear semi finetune] [--modalities ...]
-                 [--set eval.KEY=VALUE | data.KEY=VALUE ...] [--output FILE]
+                 [--set eval.KEY=VALUE | data.KEY=VALUE ...] [--device cuda] [--output FILE]
     config       [--profile ...] [--method ...] [--config FILE] [--set KEY=VALUE ...]
     prepare-ntu  RAW_DIR OUT_DIR [--version ntu60|ntu120] [--benchmarks ...]
     prepare-pku  ROOT OUT_DIR [--version pku1|pku2] [--benchmarks ...]
     experiments  --suite main|ablation [--profile ...] [--seeds 0 1 2] [--variants ...] [--jobs N]
+
+Several GPUs (or CPU processes): ``torchrun --nproc_per_node=N -m i2md_lib pretrain ...``;
+``pretrain.batch_size`` is the global batch (see :mod:`i2md_lib.distributed`). Only
+rank 0 prints and writes files. ``evaluate`` runs in one process.
 
 The config is resolved in this order, later wins: the profile (``--profile``, else
 ``$I2MD_PROFILE``, else ``book``), the YAML file of ``--config`` (a run's
@@ -22,6 +27,7 @@ and sets ``run=<function(args) -> exit code>``, and call it in :func:`build_pars
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -166,20 +172,35 @@ def add_pretrain_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-change", action="append", default=[], metavar="KEY",
                         help="config key that may differ from the checkpoint's on resume (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--dist-bn", choices=("global", "shuffle"), default="global",
+                        help="BatchNorm under torchrun: statistics of the global batch (default; the "
+                             "same numbers as one process) or MoCo's shuffle BN")
     parser.set_defaults(run=run_pretrain)
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def run_pretrain(args: argparse.Namespace) -> int:
+    from . import distributed
     from .train import pretrain  # lazy: keeps `--help` and `config` fast
 
     cfg = config_from_args(args)
-    print(f"pretraining {cfg.pretrain.method} ({cfg.profile} profile, {cfg.data.dataset}) into {args.run_dir}",
-          file=sys.stderr)
+    main_rank = _rank() == 0
+    if main_rank:
+        print(f"pretraining {cfg.pretrain.method} ({cfg.profile} profile, {cfg.data.dataset}) into {args.run_dir}",
+              file=sys.stderr)
     start = time.perf_counter()
-    history = pretrain(cfg, args.run_dir, resume=not args.no_resume, max_steps=args.max_steps,
-                       progress=not args.no_progress, allow_changes=args.allow_change)
+    try:
+        history = pretrain(cfg, args.run_dir, resume=not args.no_resume, max_steps=args.max_steps,
+                           progress=not args.no_progress, allow_changes=args.allow_change,
+                           dist_bn=args.dist_bn)
+    finally:
+        distributed.shutdown()
     seconds = time.perf_counter() - start
-    if history:
+    if history and main_rank:
         last = history[-1]
         print(f"step {last['step']} (epoch {last['epoch'] + 1}/{cfg.pretrain.epochs}): "
               f"total loss {last['total']:.4f}; {seconds:.1f} s in this call")
@@ -209,6 +230,8 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
                         help="streams to evaluate (default: all the run trained)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="change an eval.* or data.* key of the run's config (repeatable)")
+    parser.add_argument("--device", default=None, metavar="DEVICE",
+                        help="cpu, cuda, cuda:1, ... (default: the run's pretrain.device, else CUDA when available)")
     parser.add_argument("--fast-linear", action="store_true",
                         help="linear probe on precomputed centre-crop features (no training crops)")
     parser.add_argument("--output", type=Path, default=None, metavar="FILE",
@@ -225,6 +248,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .models.moco import encoders_for_eval
     from .utils import atomic_write
 
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise ConfigArgumentError("evaluate runs in one process: start it with `python -m i2md_lib evaluate`, "
+                                  "not torchrun (use --device to pick a GPU)")
     cfg, model = load_pretrained(args.run_dir)
     overrides = {}
     for item in args.overrides:
@@ -243,7 +269,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise ConfigArgumentError(f"the run has no {unknown} stream(s); it trained {sorted(encoders)}")
         encoders = {m: encoders[m] for m in args.modalities}
     results = evaluate_encoders(encoders, cfg, args.protocols, augment=not args.fast_linear,
-                                progress=not args.no_progress)
+                                device=args.device, progress=not args.no_progress)
     rows = results_table(results)
     run_dir = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
     output = args.output or run_dir / "eval_results.json"

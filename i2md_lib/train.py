@@ -13,26 +13,40 @@ the two views of clip ``i`` are drawn from ``(seed, e, i)`` (see
 :mod:`i2md_lib.data.datasets`), and a checkpoint records how many batches of the
 current epoch are done. A resumed run therefore sees exactly the batches the
 uninterrupted run would have seen, and ends with identical weights.
+
+Several processes (``torchrun --nproc_per_node=N -m i2md_lib pretrain ...``, see
+:mod:`i2md_lib.distributed`): ``pretrain.batch_size`` stays the *global* batch; each
+rank trains on its contiguous shard of it, the keys of all ranks enter the queues and
+BatchNorm uses the global batch's statistics, so N processes give the losses, queues
+and weights of one process up to float rounding (and a run may resume with a
+different N). Only rank 0 writes files; logged numbers are averages over the ranks.
+
+Mixed precision (``pretrain.amp``): ``bf16`` (CPU or GPU) or ``fp16`` (CUDA only, with a
+``GradScaler`` whose state is checkpointed). The encoders run under ``torch.autocast``;
+embeddings are normalised and every loss is computed in float32. There is no gradient
+clipping; adding it needs ``scaler.unscale_(optimizer)`` right before the clip.
 """
 from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import (CHECKPOINT_FORMAT, CONFIG_NAME, capture_rng_state, check_resume_config,
-                         checkpoint_path, load_checkpoint, restore_rng_state, save_checkpoint)
+from .checkpoint import (CHECKPOINT_FORMAT, CONFIG_NAME, ConfigMismatchError, capture_rng_state,
+                         check_resume_config, checkpoint_path, load_checkpoint, restore_rng_state,
+                         save_checkpoint)
 from .checkpoint import load_pretrained  # noqa: F401  (re-exported: train -> load the result)
 from .config import ExperimentConfig
-from .data.datasets import EpochShuffleSampler, PretrainDataset, load_arrays, resolve_num_workers
+from . import distributed
+from .data.datasets import EpochShuffleSampler, PretrainDataset, load_arrays
 from .data.store import SkeletonArrays
 from .models.moco import build_model
-from .utils import atomic_write, get_device, set_seed
+from .utils import atomic_write, set_seed
 
 LOG_NAME = "log.csv"
 
@@ -45,6 +59,7 @@ def pretrain(
     progress: bool = True,
     allow_changes: Iterable[str] = (),
     arrays: SkeletonArrays | None = None,
+    dist_bn: str = "global",
 ) -> list[dict[str, float]]:
     """Pretrain ``cfg.pretrain.method`` on the train split of ``cfg.data``.
 
@@ -59,31 +74,51 @@ def pretrain(
         allow_changes: dotted config keys that may differ from the checkpoint's
             config on resume (e.g. ``["pretrain.epochs"]``).
         arrays: train on these clips instead of ``load_arrays(cfg.data, "train")``.
+        dist_bn: BatchNorm with several processes (torchrun): ``"global"`` statistics
+            of the whole batch (the same numbers as one process) or MoCo's ``"shuffle"``
+            BN. Ignored in a single process.
 
     Returns:
         The whole run's log so far: one dict per step (``pandas.DataFrame(history)``).
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with distributed.process_group(cfg.pretrain.device) as ctx:
+        return _pretrain(cfg, Path(run_dir), resume, max_steps, progress, allow_changes, arrays, dist_bn, ctx)
+
+
+def _pretrain(cfg: ExperimentConfig, run_dir: Path, resume: bool, max_steps: int | None, progress: bool,
+              allow_changes: Iterable[str], arrays: SkeletonArrays | None, dist_bn: str,
+              ctx: distributed.DistContext) -> list[dict[str, float]]:
+    """:func:`pretrain` in the process ``ctx`` (one of several under torchrun)."""
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     p = cfg.pretrain
     set_seed(p.seed)
-    device = get_device(p.device)
+    device = ctx.device
     autocast_dtype = amp_dtype(p.amp, device)
-    dataset = PretrainDataset.from_config(load_arrays(cfg.data, "train") if arrays is None else arrays, cfg)
+    if arrays is None:
+        with ctx.main_first():   # rank 0 builds any data cache before the others read it
+            arrays = load_arrays(cfg.data, "train")
+    dataset = PretrainDataset.from_config(arrays, cfg)
     batches_per_epoch = len(dataset) // p.batch_size   # drop_last
     if batches_per_epoch == 0:
         raise ValueError(f"{len(dataset)} training clips are fewer than one batch of {p.batch_size}")
+    if p.batch_size % ctx.world_size:
+        raise ValueError(f"pretrain.batch_size {p.batch_size} (the global batch) is not a multiple of "
+                         f"the {ctx.world_size} processes")
 
     model = build_model(cfg).to(device)
     model.set_label_lookup(dataset.arrays.labels)   # diagnostics only (DNA neighbour purity)
+    distributed.prepare_model(model, ctx, dist_bn, p.seed)   # several processes: global BN, key gather
+    run_layout = {"world_size": ctx.world_size, "dist_bn": dist_bn if ctx.enabled else "none"}
     optimizer = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=p.lr,
                                 momentum=p.sgd_momentum, weight_decay=p.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(p.lr_milestones), p.lr_gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
     epoch = batch_in_epoch = step = 0
     ckpt = checkpoint_path(run_dir)
-    if not resume:
+    if not resume and ctx.is_main:
         ckpt.unlink(missing_ok=True)   # starting over: an old checkpoint must not pair with the new log
+    ctx.barrier()                      # every rank sees the same checkpoint (or none)
     if ckpt.exists():
         state = load_checkpoint(ckpt, map_location=device)
         check_resume_config(ckpt, state["config"], cfg, allow_changes)
@@ -93,17 +128,23 @@ def pretrain(
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
+        check_resume_layout(ckpt, state.get("distributed"), run_layout)
         epoch, batch_in_epoch, step = state["epoch"], state["batch_in_epoch"], state["step"]
-    write_config(run_dir / CONFIG_NAME, cfg)
-    log = CsvLog(run_dir / LOG_NAME, keep_until_step=step)
+    ctx.check_same(step, f"the step to resume from in {ckpt} (several machines need a run folder they all share)")
+    step_model = distributed.wrap_ddp(model, ctx)   # DDP: averages the query side's gradients
+    if ctx.is_main:
+        write_config(run_dir / CONFIG_NAME, cfg)
+    log = CsvLog(run_dir / LOG_NAME, keep_until_step=step, write=ctx.is_main)
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt, {
-            "format": CHECKPOINT_FORMAT, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-            "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step,
-            "rng": capture_rng_state(), "config": cfg.to_dict()})
+        if ctx.is_main:
+            save_checkpoint(ckpt, {
+                "format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step,
+                "rng": capture_rng_state(), "config": cfg.to_dict(), "distributed": run_layout})
+        ctx.barrier()
 
     def stop() -> bool:
         return max_steps is not None and step >= max_steps
@@ -111,20 +152,22 @@ def pretrain(
     with log:
         while epoch < p.epochs and not stop():
             model.train()
-            loader = epoch_loader(dataset, cfg, epoch, skip_batches=batch_in_epoch)
-            bar = tqdm(loader, desc=f"{p.method} epoch {epoch + 1}/{p.epochs}", disable=not progress,
+            loader = epoch_loader(dataset, cfg, epoch, skip_batches=batch_in_epoch, ctx=ctx)
+            bar = tqdm(loader, desc=f"{p.method} epoch {epoch + 1}/{p.epochs}",
+                       disable=not (progress and ctx.is_main),
                        initial=batch_in_epoch, total=batches_per_epoch, leave=False)
             for view_q, view_k, index in bar:
                 view_q, view_k = view_q.to(device, non_blocking=True), view_k.to(device, non_blocking=True)
+                model.exchange.set_step(step)
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    terms = model(view_q, view_k, epoch=epoch, index=index)   # loss terms, "total" included
+                    terms = step_model(view_q, view_k, epoch=epoch, index=index)   # loss terms, "total" included
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(terms["total"]).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 step, batch_in_epoch = step + 1, batch_in_epoch + 1
                 row = {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                       **to_floats({**terms, **model.last_stats})}
+                       **to_floats({**terms, **model.last_stats}, ctx.mean_over_ranks)}
                 log.append(row)
                 bar.set_postfix(loss=f"{row['total']:.3f}")
                 if stop():
@@ -138,10 +181,25 @@ def pretrain(
     return log.rows
 
 
-def to_floats(scalars: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Scalar tensors -> Python floats, with one device sync for all of them."""
-    values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()
-    return dict(zip(scalars, values))
+def to_floats(scalars: dict[str, torch.Tensor],
+              reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+    """Scalar tensors -> Python floats, with one device sync (and one ``reduce``, e.g. the
+    mean over processes, of the stacked values) for all of them."""
+    values = torch.stack([v.detach().float() for v in scalars.values()])
+    if reduce is not None:
+        values = reduce(values)
+    return dict(zip(scalars, values.tolist()))
+
+
+def check_resume_layout(path: Path, saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    """Refuse to resume a shuffle-BN run with another number of processes (its maths
+    depend on it); global BN and single-process runs resume with any number."""
+    saved = saved or {"world_size": 1, "dist_bn": "none"}
+    if "shuffle" in (saved["dist_bn"], now["dist_bn"]) and saved != now:
+        raise ConfigMismatchError(
+            f"{path}: the run used {saved['world_size']} process(es) with dist_bn={saved['dist_bn']!r}, "
+            f"now {now['world_size']} with dist_bn={now['dist_bn']!r}; shuffle BN depends on the number "
+            f"of processes: resume with the same launch, or start over")
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -166,14 +224,20 @@ def epoch_batches(num_clips: int, batch_size: int, seed: int, epoch: int) -> lis
 
 
 def epoch_loader(dataset: PretrainDataset, cfg: ExperimentConfig, epoch: int,
-                 skip_batches: int = 0) -> DataLoader:
-    """A DataLoader over the batches of ``epoch`` after the first ``skip_batches`` (for resume)."""
+                 skip_batches: int = 0, ctx: distributed.DistContext | None = None) -> DataLoader:
+    """A DataLoader over the batches of ``epoch`` after the first ``skip_batches`` (for resume).
+
+    With several processes (``ctx``) it yields this rank's shard of each global batch.
+    """
     p = cfg.pretrain
     dataset.set_epoch(epoch)
     batches = epoch_batches(len(dataset), p.batch_size, p.seed, epoch)[skip_batches:]
+    if ctx is not None and ctx.enabled:
+        batches = [distributed.shard_batch(b, ctx.rank, ctx.world_size) for b in batches]
     # the generator only seeds worker processes; the views are seeded per clip by the dataset
     generator = torch.Generator().manual_seed(p.seed * 100_003 + epoch)
-    return DataLoader(dataset, batch_sampler=batches, num_workers=resolve_num_workers(cfg.data.num_workers),
+    return DataLoader(dataset, batch_sampler=batches,
+                      num_workers=distributed.loader_workers(cfg.data.num_workers, ctx),
                       pin_memory=torch.cuda.is_available(), generator=generator)
 
 
@@ -215,13 +279,15 @@ class CsvLog:
 
     Opening it keeps only the rows with ``step <= keep_until_step`` (the rows a resumed
     checkpoint has seen), so steps trained after the last checkpoint are not duplicated.
+    ``write=False`` (ranks other than 0) reads the file but never writes it.
     """
 
-    def __init__(self, path: Path, keep_until_step: int = 0) -> None:
-        self.path = path
+    def __init__(self, path: Path, keep_until_step: int = 0, write: bool = True) -> None:
+        self.path, self.write = path, write
         self.rows = [r for r in read_log(path, allow_partial_last_row=True) if r["step"] <= keep_until_step] if path.exists() else []
         self._fields = list(self.rows[0]) if self.rows else None
-        atomic_write(path, lambda tmp: self._write_all(tmp))
+        if write:
+            atomic_write(path, lambda tmp: self._write_all(tmp))
         self._file = None
 
     def _write_all(self, tmp: Path) -> None:
@@ -232,20 +298,26 @@ class CsvLog:
                 writer.writerows(self.rows)
 
     def __enter__(self) -> "CsvLog":
-        self._file = open(self.path, "a", newline="")
+        if self.write:
+            self._file = open(self.path, "a", newline="")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def append(self, row: dict[str, float]) -> None:
-        if self._fields is None:
+        new_file = self._fields is None
+        if new_file:
             self._fields = list(row)
-            csv.DictWriter(self._file, self._fields).writeheader()
         if list(row) != self._fields:
             raise ValueError(f"{self.path}: log columns changed from {self._fields} to {list(row)}")
-        csv.DictWriter(self._file, self._fields).writerow(row)
-        self._file.flush()
+        if self._file is not None:
+            if new_file:
+                csv.DictWriter(self._file, self._fields).writeheader()
+            csv.DictWriter(self._file, self._fields).writerow(row)
+            self._file.flush()
         self.rows.append(row)
 
 

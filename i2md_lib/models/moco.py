@@ -1,8 +1,11 @@
 """MoCo with one stream per modality, and the methods built on it.
 
 :class:`MoCo` follows the shape of facebookresearch/moco's ``builder.py`` (query
-encoder, momentum key encoder, queue) without its multi-GPU parts: there is no
-``torch.distributed`` and no ``.cuda()``; tensors follow the inputs' device.
+encoder, momentum key encoder, queue); tensors follow the inputs' device. Its
+multi-GPU parts live in :mod:`i2md_lib.distributed`: the model only calls its
+``exchange`` (a :class:`~i2md_lib.distributed.BatchExchange`) to gather the keys of
+all processes before they enter the queues and, for MoCo's shuffle BN, to shuffle
+the key batch. In one process the exchange does nothing.
 
 One *stream* per modality (joint, motion, bone) holds a query encoder + projection
 head, a momentum copy of both, and a queue ``(K, D)``. All queues share one pointer
@@ -39,6 +42,7 @@ from torch import Tensor, nn
 from .. import dna, losses
 from ..config import EncoderConfig, ExperimentConfig, PretrainConfig
 from ..data.modalities import MODALITIES, to_modality
+from ..distributed import BatchExchange
 from .encoders import ProjectionHead, build_encoder
 
 METHODS: tuple[str, ...] = ("moco", "moco3", "posmining", "cmd", "i2md")
@@ -68,6 +72,8 @@ class MoCo(nn.Module):
         queue_index: buffer ``(K,)`` long, the dataset index of the clip in each slot
             (-1 while empty); used only for diagnostics.
         last_stats: detached per-step diagnostics of the last forward (for logging).
+        exchange: how keys are shared with other processes (set by
+            :func:`i2md_lib.distributed.prepare_model`; a no-op in one process).
     """
 
     def __init__(self, pcfg: PretrainConfig, enc_cfg: EncoderConfig) -> None:
@@ -95,6 +101,7 @@ class MoCo(nn.Module):
         # labels of the training clips, for diagnostics only (never used by a loss)
         self.register_buffer("label_lookup", torch.empty(0, dtype=torch.long), persistent=False)
         self.last_stats: dict[str, Tensor] = {}
+        self.exchange = BatchExchange()
 
     # -- pieces ---------------------------------------------------------------
     def queue_names(self) -> list[str]:
@@ -192,8 +199,12 @@ class MoCo(nn.Module):
             terms = self.loss_terms(queries, keys, queues, epoch, cluster)
             self.last_stats = contrast_stats(queries, keys, queues)
             self.last_stats.update(self.cluster_stats(index, queues))
-        # after the losses: the queue never holds this batch's keys
-        self.enqueue(keys, branches["cluster"][1] if cluster else None, index)
+        # after the losses: the queue never holds this batch's keys; with several processes
+        # the keys of every rank's clips, in global batch order, so all queues stay equal
+        gather = self.exchange.gather
+        self.enqueue({m: gather(k) for m, k in keys.items()},
+                     {m: gather(k) for m, k in branches["cluster"][1].items()} if cluster else None,
+                     None if index is None else gather(index.to(self.queue_index.device)))
         return terms
 
     def branch_embeddings(self, view_q: Tensor, view_k: Tensor) -> dict[str, tuple[dict, dict]]:
@@ -207,12 +218,13 @@ class MoCo(nn.Module):
         if self.has_cluster_branch:
             out["cluster"] = ({m: _unit(self.cluster_head_q[m](f)) for m, f in feats_q.items()}, {})
         self.momentum_update()
+        view_k, unshuffle = self.exchange.shuffle(view_k)   # shuffle BN across processes (else as is)
         with torch.no_grad():
             for m in self.modalities:
                 feat_k = self.encoder_k[m](to_modality(view_k, m))                         # (N, F)
-                out["instance"][1][m] = _unit(self.head_k[m](feat_k))
+                out["instance"][1][m] = unshuffle(_unit(self.head_k[m](feat_k)))
                 if self.has_cluster_branch:
-                    out["cluster"][1][m] = _unit(self.cluster_head_k[m](feat_k))
+                    out["cluster"][1][m] = unshuffle(_unit(self.cluster_head_k[m](feat_k)))
         return out
 
     def loss_terms(self, queries: dict[str, Tensor], keys: dict[str, Tensor],

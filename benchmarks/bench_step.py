@@ -1,0 +1,336 @@
+"""Benchmark: time and peak memory of one real CMD pretraining step, our encoder vs a per-frame loop.
+
+The step is exactly what :func:`i2md_lib.train.pretrain` does per batch for
+``pretrain.method = cmd``: :class:`i2md_lib.models.moco.MoCo` forward (three modalities,
+query and momentum key encoders, InfoNCE + CMD's six distillation terms, enqueue),
+backward, SGD step. Two models with identical weights run it on identical inputs:
+
+* ``whole-seq`` -- the library's encoder (:class:`~i2md_lib.models.encoders.CausalTwinGRU`:
+  per layer two one-layer ``nn.GRU`` calls over the whole clip);
+* ``per-frame`` -- the CMD reference's way, written below: a bidirectional multi-layer
+  ``nn.GRU`` called on one frame at a time with the hidden state carried over (it keeps
+  only the last output; the reference also concatenates all outputs, a bit slower).
+
+Sizes are the library's own profiles: ``classroom`` = the ``book`` profile (what the
+chapters train), ``paper`` = the ``full`` profile (BiGRU 3 x 1024, 64 frames, batch 64,
+queue 16384). Times: the two implementations alternate step by step (A, B, A, B, ...)
+in one process; the ratio is per-frame / whole-seq. Peak memory: each
+(size, implementation) runs in a fresh child process -- peak resident memory
+(``VmHWM``) minus the resident memory after building the model, i.e. what the training
+steps add (activations, gradients, optimizer state); on CUDA
+``torch.cuda.max_memory_allocated``.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_step.py                  # CPU
+    .venv/bin/python benchmarks/bench_step.py --device cuda --repeats 10        # a GPU
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from i2md_lib.config import ExperimentConfig  # noqa: E402
+from i2md_lib.models.encoders import SequenceEncoder  # noqa: E402
+from i2md_lib.models.moco import MoCo, build_model  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = {"tiny": "smoke", "classroom": "book", "paper": "full"}   # benchmark size -> config profile
+IMPLEMENTATIONS = ("whole-seq", "per-frame")
+
+
+class PerFrameBIGRU(SequenceEncoder):
+    """The reference BIGRU's computation: one bidirectional ``nn.GRU`` call per frame."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int) -> None:
+        super().__init__()
+        self.input_size, self.feature_dim = input_size, 2 * hidden_size
+        self.input_norm = nn.BatchNorm1d(input_size)
+        self.gru = nn.GRU(input_size, hidden_size, num_layers, bidirectional=True, batch_first=True)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames (N, T, input_size)`` -> ``(N, 2H)``, the output after the last frame."""
+        seq = self.input_norm(frames.transpose(1, 2)).transpose(1, 2)
+        hidden = None
+        for t in range(seq.shape[1]):
+            out, hidden = self.gru(seq[:, t:t + 1], hidden)
+        return out[:, 0]
+
+    @classmethod
+    def copy_of(cls, encoder: SequenceEncoder) -> "PerFrameBIGRU":
+        """A per-frame encoder with the weights of a library ``bigru_cmd`` encoder."""
+        ref = encoder.reference_state_dict()      # the reference BIGRU's names
+        clone = cls(encoder.input_size, encoder.hidden_size, encoder.num_layers)
+        state = {k.replace("encoder.gru.", "gru."): v for k, v in ref.items()}
+        clone.load_state_dict(state)
+        return clone
+
+
+def config(size: str) -> ExperimentConfig:
+    return ExperimentConfig.for_profile(SIZES[size], {"pretrain.method": "cmd"})
+
+
+def build(size: str, implementation: str, device: torch.device, seed: int = 0) -> MoCo:
+    """The CMD model of ``size``; ``per-frame`` swaps every encoder for a per-frame copy."""
+    torch.manual_seed(seed)
+    model = build_model(config(size))
+    if implementation == "per-frame":
+        for encoders in (model.encoder_q, model.encoder_k):
+            for m in list(encoders):
+                encoders[m] = PerFrameBIGRU.copy_of(encoders[m])
+        for p in model.encoder_k.parameters():
+            p.requires_grad = False
+    elif implementation != "whole-seq":
+        raise ValueError(f"unknown implementation {implementation!r}")
+    return model.to(device)
+
+
+def sgd(model: MoCo) -> torch.optim.Optimizer:
+    p = model.pcfg
+    return torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=p.lr,
+                           momentum=p.sgd_momentum, weight_decay=p.weight_decay)
+
+
+def inputs(size: str, step: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two views ``(N, 3, window, 25, 2)``: skeleton-scale random numbers, seeded by ``step``."""
+    cfg = config(size)
+    g = torch.Generator().manual_seed(1000 + step)
+    shape = (cfg.pretrain.batch_size, 3, cfg.data.window, 25, 2)
+    return (0.3 * torch.randn(shape, generator=g)).to(device), (0.3 * torch.randn(shape, generator=g)).to(device)
+
+
+def train_step(model: MoCo, optimizer: torch.optim.Optimizer, view_q: torch.Tensor,
+               view_k: torch.Tensor) -> float:
+    """One step of the training loop (forward, backward, SGD); the total loss."""
+    terms = model(view_q, view_k)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    optimizer.step()
+    return float(terms["total"].detach())
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- times: both implementations in one process, interleaved ----------------------------------
+def time_size(size: str, device: torch.device, repeats: int, warmup: int) -> dict:
+    models = {impl: build(size, impl, device) for impl in IMPLEMENTATIONS}
+    optimizers = {impl: sgd(m) for impl, m in models.items()}
+    wall = {impl: [] for impl in IMPLEMENTATIONS}
+    cpu = {impl: [] for impl in IMPLEMENTATIONS}
+    losses = {impl: [] for impl in IMPLEMENTATIONS}
+    for step in range(warmup + repeats):
+        view_q, view_k = inputs(size, step, device)
+        for impl in IMPLEMENTATIONS:
+            sync(device)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            loss = train_step(models[impl], optimizers[impl], view_q, view_k)
+            sync(device)
+            elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            losses[impl].append(loss)
+            if step >= warmup:
+                wall[impl].append(elapsed)
+                cpu[impl].append(elapsed_cpu)
+            print(f"[{size}] step {step}{' (warm-up)' if step < warmup else ''} {impl:9s} "
+                  f"wall {elapsed:8.3f} s  cpu {elapsed_cpu:8.3f} s  loss {loss:.6f}", flush=True)
+    median = {k: statistics.median(v) for k, v in wall.items()}
+    median_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    diffs = [abs(a - b) / abs(b) for a, b in zip(losses["whole-seq"], losses["per-frame"])]
+    cfg = config(size)
+    return {
+        "profile": SIZES[size], "batch": cfg.pretrain.batch_size, "window": cfg.data.window,
+        "hidden": cfg.encoder.hidden_size, "layers": cfg.encoder.num_layers,
+        "queue": cfg.pretrain.queue_size, "cmd_topk": cfg.pretrain.cmd_topk,
+        "parameters": sum(p.numel() for p in models["whole-seq"].parameters()),
+        "repeats": repeats, "warmup": warmup, "wall_s": wall, "cpu_s": cpu,
+        "median_s": median, "median_cpu_s": median_cpu,
+        "speedup": median["per-frame"] / median["whole-seq"],
+        "cpu_speedup": median_cpu["per-frame"] / median_cpu["whole-seq"],
+        "losses": losses, "max_rel_loss_diff": max(diffs),
+    }
+
+
+# -- memory: one fresh process per (size, implementation) -------------------------------------
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def memory_child(size: str, impl: str, device: torch.device, steps: int) -> dict:
+    """Run ``steps`` training steps in this (fresh) process; report the peak memory."""
+    model = build(size, impl, device)
+    optimizer = sgd(model)
+    view_q, view_k = inputs(size, 0, device)
+    sync(device)
+    result = {"size": size, "implementation": impl, "steps": steps,
+              "model_mib": sum(t.numel() * t.element_size() for t in
+                               [*model.parameters(), *model.buffers()]) / 2**20}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        before = _status_kib("VmRSS") * 1024
+    for _ in range(steps):
+        train_step(model, optimizer, view_q, view_k)
+    sync(device)
+    if device.type == "cuda":
+        result.update(kind="cuda max_memory_allocated", peak_mib=torch.cuda.max_memory_allocated(device) / 2**20,
+                      before_mib=before / 2**20)
+    else:
+        result.update(kind="CPU peak RSS (VmHWM)", peak_mib=_status_kib("VmHWM") / 1024, before_mib=before / 2**20)
+    result["step_mib"] = result["peak_mib"] - result["before_mib"]
+    return result
+
+
+def measure_memory(size: str, device: torch.device, steps: int) -> dict:
+    out = {}
+    for impl in IMPLEMENTATIONS:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", size, impl,
+               "--device", str(device), "--memory-steps", str(steps)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory child {size}/{impl} failed:\n{proc.stderr[-3000:]}")
+        out[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"[{size}] memory {impl:9s} peak {out[impl]['peak_mib']:.0f} MiB, "
+              f"steps add {out[impl]['step_mib']:.0f} MiB", flush=True)
+    return out
+
+
+# -- report ------------------------------------------------------------------------------------
+def machine_info(device: torch.device) -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+            "python": platform.python_version(), "device": str(device),
+            "load_average_at_start": os.getloadavg()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def write_markdown(path: Path, report: dict) -> None:
+    info = report["machine"]
+    lines = [
+        "# One CMD pretraining step: time and peak memory",
+        "",
+        f"Generated by `benchmarks/bench_step.py` (raw numbers: [`{path.with_suffix('.json').name}`]"
+        f"({path.with_suffix('.json').name})). Command, from the repository root:",
+        "",
+        f"```\n{report['command']}\n```",
+        "",
+        f"Machine: {info['cpu']}, {info['logical_cpus']} logical CPUs, torch {info['torch']} "
+        f"({info['torch_threads']} threads, OMP_NUM_THREADS {info['OMP_NUM_THREADS']}), device "
+        f"`{info['device']}`{', ' + info['gpu'] if 'gpu' in info else ''}. Load average (1, 5, 15 min) "
+        f"{', '.join(f'{x:.1f}' for x in info['load_average_at_start'])} at the start and "
+        f"{', '.join(f'{x:.1f}' for x in report['load_average_at_end'])} at the end: other jobs shared "
+        "the machine, so absolute times are noisy; the ratios come from steps that alternate "
+        "between the two implementations.",
+    ]
+    if info["device"] == "cpu":
+        lines += ["", "No GPU was available to this benchmark run: every number here is CPU. On a GPU run "
+                  "`benchmarks/bench_step.py --device cuda` (memory then is `torch.cuda.max_memory_allocated`)."]
+    lines += [
+        "",
+        "One step = `MoCo.forward` of `pretrain.method=cmd` (joint, motion, bone: query encoder + head "
+        "with grad, momentum update, key encoder + head, InfoNCE against the queue, the six CMD "
+        "distillation terms, enqueue), backward, SGD. Both implementations start from the same weights "
+        "and see the same inputs, so their losses agree (last column).",
+        "",
+        "| size (profile) | BiGRU | frames | batch | queue | timed steps | whole-seq (s/step) | per-frame (s/step) "
+        "| speed-up (wall) | speed-up (CPU time) | max rel. loss diff |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in report["times"].items():
+        lines.append(
+            f"| {name} ({r['profile']}) | {r['layers']} x {r['hidden']} | {r['window']} | {r['batch']} "
+            f"| {r['queue']} | {r['repeats']} (+{r['warmup']} warm-up) | {r['median_s']['whole-seq']:.3f} "
+            f"| {r['median_s']['per-frame']:.3f} | **{r['speedup']:.2f}x** | {r['cpu_speedup']:.2f}x "
+            f"| {r['max_rel_loss_diff']:.1e} |")
+    if report["memory"]:
+        first = next(iter(report["memory"].values()))["whole-seq"]
+        lines += [
+            "",
+            f"Peak memory ({first['kind']}), each in a fresh process after {first['steps']} training steps; "
+            "'steps add' = peak minus the memory held right after building the model (weights, queues).",
+            "",
+            "| size | model + queues (MiB) | whole-seq peak (MiB) | whole-seq steps add (MiB) "
+            "| per-frame peak (MiB) | per-frame steps add (MiB) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, mem in report["memory"].items():
+            a, b = mem["whole-seq"], mem["per-frame"]
+            lines.append(f"| {name} | {a['model_mib']:.0f} | {a['peak_mib']:.0f} | {a['step_mib']:.0f} "
+                         f"| {b['peak_mib']:.0f} | {b['step_mib']:.0f} |")
+    if report.get("note"):
+        lines += ["", report["note"]]
+    lines += ["", "Related: the NTU preprocessing benchmark, [`preprocess.md`](preprocess.md) "
+              "(`benchmarks/bench_preprocess.py`), and data loading, [`loading.md`](loading.md) "
+              "(`benchmarks/bench_loading.py`)."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--sizes", default="classroom,paper", help="comma list of " + ", ".join(SIZES))
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per implementation")
+    parser.add_argument("--paper-repeats", type=int, default=2, help="timed steps at paper size")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation")
+    parser.add_argument("--memory-steps", type=int, default=2, help="steps of each memory child")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory children")
+    parser.add_argument("--out", default=str(RESULTS / "step"), help="path stem of the .json/.md ('' = no files)")
+    parser.add_argument("--note", default="", help="free text at the end of the markdown")
+    parser.add_argument("--memory-child", nargs=2, metavar=("SIZE", "IMPL"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+
+    if args.memory_child:
+        print(json.dumps(memory_child(*args.memory_child, device, args.memory_steps)))
+        return
+    omp = os.environ.get("OMP_NUM_THREADS")
+    command = (f"OMP_NUM_THREADS={omp} " if omp else "") + " ".join(
+        [".venv/bin/python benchmarks/bench_step.py", *(sys.argv[1:] if argv is None else argv)])
+    report = {"command": command, "machine": machine_info(device), "times": {}, "memory": {}, "note": args.note}
+    for size in args.sizes.split(","):
+        if size not in SIZES:
+            parser.error(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+        repeats = args.paper_repeats if size == "paper" else args.repeats
+        report["times"][size] = r = time_size(size, device, repeats, args.warmup)
+        print(f"[{size}] median whole-seq {r['median_s']['whole-seq']:.3f} s, per-frame "
+              f"{r['median_s']['per-frame']:.3f} s: {r['speedup']:.2f}x", flush=True)
+        if not args.no_memory:
+            report["memory"][size] = measure_memory(size, device, args.memory_steps)
+    report["load_average_at_end"] = os.getloadavg()
+    if args.out:
+        stem = Path(args.out)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+        write_markdown(stem.with_suffix(".md"), report)
+        print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
