@@ -221,3 +221,31 @@ def test_resolve_num_workers():
     assert resolve_num_workers(-1) == min(os.cpu_count() or 1, 8)
     with pytest.raises(ValueError):
         resolve_num_workers(-2)
+
+
+def test_subset_of_a_memory_mapped_split_reads_lazily_and_pickles_small(tmp_path):
+    import pickle
+
+    from i2md_lib.data.store import RowView, SkeletonArrays, load_split, save_split
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(12, 3, 20, 25, 2)).astype(np.float32)
+    save_split(tmp_path, "train", SkeletonArrays(data, np.full(12, 20), np.arange(12) % 3,
+                                                 [f"c{i}" for i in range(12)]))
+    mapped = load_split(tmp_path, "train", mmap=True)
+    sub = mapped.subset(np.array([7, 2, 9]))
+    assert isinstance(sub.data, RowView) and sub.data.shape == (3, 3, 20, 25, 2)
+    np.testing.assert_array_equal(sub.data[1], data[2])
+    np.testing.assert_array_equal(sub.data[0, :, :5], data[7, :, :5])
+    np.testing.assert_array_equal(np.asarray(sub.data), data[[7, 2, 9]])
+    subsub = sub.subset(np.array([2]))
+    np.testing.assert_array_equal(subsub.data[0], data[9])
+    assert list(sub.labels) == [1, 2, 0] and sub.names == ["c7", "c2", "c9"]
+    ds = EvalDataset(sub, window=8)
+    blob = pickle.dumps(ds)
+    assert len(blob) < data.nbytes // 10            # the map is re-opened, not copied
+    again = pickle.loads(blob)
+    np.testing.assert_array_equal(again[1][0].numpy(), ds[1][0].numpy())
+    # in-memory data is still copied as before
+    assert isinstance(SkeletonArrays(data, np.full(12, 20), np.zeros(12, int), list("abcdefghijkl"))
+                      .subset(np.array([0])).data, np.ndarray)

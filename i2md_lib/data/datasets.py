@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..config import AugmentConfig, DataConfig, ExperimentConfig
 from . import store
 from .augment import PretrainAugment, center_crop_resize, random_crop_resize
-from .store import SkeletonArrays
+from .store import RowView, SkeletonArrays
 
 #: Benchmarks each dataset provides.
 BENCHMARKS: dict[str, tuple[str, ...]] = {
@@ -148,16 +148,20 @@ class _SkeletonDataset(Dataset):
     # Pickling (spawned DataLoader workers): re-open a memory map instead of copying it.
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        data = self.arrays.data
+        data, rows = self.arrays.data, None
+        if isinstance(data, RowView):                   # a subset of a memory-mapped split
+            data, rows = data.base, data.index
         if isinstance(data, np.memmap) and isinstance(data.base, mmap.mmap) and data.filename:
-            state["arrays"] = (_MappedData(data), self.arrays.num_frame, self.arrays.labels, self.arrays.names)
+            state["arrays"] = (_MappedData(data), rows, self.arrays.num_frame, self.arrays.labels,
+                               self.arrays.names)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         arrays = state["arrays"]
         if isinstance(arrays, tuple):
-            mapped, num_frame, labels, names = arrays
-            state["arrays"] = SkeletonArrays(mapped.open(), num_frame, labels, names)
+            mapped, rows, num_frame, labels, names = arrays
+            data = mapped.open() if rows is None else RowView(mapped.open(), rows)
+            state["arrays"] = SkeletonArrays(data, num_frame, labels, names)
         self.__dict__.update(state)
 
 

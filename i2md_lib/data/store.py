@@ -57,12 +57,45 @@ class SkeletonArrays:
         return len(self.data)
 
     def subset(self, index: np.ndarray) -> "SkeletonArrays":
-        """The clips at ``index`` (copied into memory)."""
-        index = np.asarray(index)
-        return SkeletonArrays(
-            np.ascontiguousarray(self.data[index]), self.num_frame[index].copy(),
-            self.labels[index].copy(), [self.names[i] for i in index],
-        )
+        """The clips at ``index``.
+
+        In-memory data is copied; memory-mapped data (a real dataset) is not: the
+        subset reads its clips from the map when they are indexed (:class:`RowView`).
+        """
+        index = np.asarray(index, dtype=np.int64)
+        if isinstance(self.data, (np.memmap, RowView)):
+            data = RowView(self.data, index)
+        else:
+            data = np.ascontiguousarray(self.data[index])
+        return SkeletonArrays(data, self.num_frame[index].copy(), self.labels[index].copy(),
+                              [self.names[i] for i in index])
+
+
+class RowView:
+    """Rows ``index`` of a (memory-mapped) array, read only when indexed.
+
+    Supports what the datasets do with clip arrays: ``len``, ``shape``, ``ndim``,
+    ``dtype``, ``view[i]``, ``view[i, ...]`` and ``np.asarray(view)``.
+    """
+
+    def __init__(self, base: "np.ndarray | RowView", index: np.ndarray) -> None:
+        if isinstance(base, RowView):            # a view of a view: compose the indices
+            base, index = base.base, base.index[index]
+        self.base, self.index = base, np.asarray(index, dtype=np.int64)
+        self.shape = (len(self.index), *base.shape[1:])
+        self.ndim, self.dtype = len(self.shape), base.dtype
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            return self.base[(self.index[key[0]], *key[1:])]
+        return self.base[self.index[key]]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.base[self.index]
+        return out if dtype is None else out.astype(dtype)
 
 
 def split_paths(folder: str | Path, part: str) -> dict[str, Path]:
