@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from i2md_lib.checkpoint import load_checkpoint
@@ -18,15 +17,6 @@ from i2md_lib.models.moco import METHODS
 from i2md_lib.train import config_to_yaml, read_config, read_log
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids oversubscription on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def printed_config(capsys, *args: str) -> ExperimentConfig:

@@ -23,14 +23,6 @@ from i2md_lib.train import epoch_batches, epoch_loader, pretrain, read_log
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_arrays(n: int = 40, t: int = 48) -> SkeletonArrays:
     rng = np.random.default_rng(1)
     data = (rng.normal(size=(n, 3, t, 25, 2)) * 0.3 + 1.5).astype(np.float32)   # BN has real work to do

@@ -4,15 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from i2md_lib import experiments
 from i2md_lib.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
 
 
 def test_suite_writes_records_and_skips_finished_runs(tmp_path):

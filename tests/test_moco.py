@@ -11,15 +11,6 @@ from i2md_lib.models.moco import (METHODS, MoCo, build_model, encoders_for_eval,
                                   neighbor_distributions)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids oversubscription on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_model(method: str = "cmd", **overrides) -> MoCo:
     torch.manual_seed(0)
     cfg = ExperimentConfig.for_profile("smoke", {"pretrain.method": method, **overrides})

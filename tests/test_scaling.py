@@ -19,14 +19,6 @@ from i2md_lib.scaling import check_full_scale, epoch_estimate, full_scale_cell, 
 from i2md_lib.train import amp_dtype, pretrain, read_log
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def clips(n: int, t: int = 300, seed: int = 0) -> SkeletonArrays:
     rng = np.random.default_rng(seed)
     data = rng.normal(scale=0.3, size=(n, 3, t, 25, 2)).astype(np.float32)

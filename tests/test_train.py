@@ -16,15 +16,6 @@ from i2md_lib.models.moco import MoCo
 from i2md_lib.train import amp_dtype, epoch_batches, pretrain, read_config, read_log
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids oversubscription on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_arrays(n: int = 40, t: int = 48) -> SkeletonArrays:
     """Random clips of varied length: enough for 2 batches of 16 per epoch."""
     rng = np.random.default_rng(0)
