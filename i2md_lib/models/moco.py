@@ -297,8 +297,9 @@ class MoCo(nn.Module):
         """DNA diagnostics of the last step (``i2md`` only), per modality.
 
         ``dna_neighbors_<m>``: mean number of neighbours kept per anchor;
-        ``dna_purity_<m>``: fraction of kept neighbours whose clip has the anchor's class
-        (needs :meth:`set_label_lookup` and ``index``; NaN otherwise or without neighbours).
+        ``dna_purity_<m>``: fraction of kept neighbours whose clip has the anchor's class,
+        not counting the anchor's own key from an earlier epoch (needs
+        :meth:`set_label_lookup` and ``index``; NaN otherwise or without neighbours).
         """
         if not self.has_cluster_branch:
             return {}
@@ -310,7 +311,8 @@ class MoCo(nn.Module):
             purity = torch.full((), float("nan"), device=self.queue_ptr.device)
             if labels_known and selected.any():
                 clip = self.queue_index[slots]                                   # (N, k)
-                known = selected & (clip >= 0)
+                own = clip == index.to(clip.device).unsqueeze(1)   # the anchor's own earlier key
+                known = selected & (clip >= 0) & ~own
                 if known.any():
                     anchor = self.label_lookup[index.to(clip.device)].unsqueeze(1)   # (N, 1)
                     same = self.label_lookup[clip.clamp_min(0)] == anchor
