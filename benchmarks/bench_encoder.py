@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import cpu_name  # noqa: E402
 from i2md_lib.models.encoders import CausalTwinGRU, ProjectionHead, flatten_frames  # noqa: E402
 from i2md_lib.skeleton import PARENTS  # noqa: E402
 
@@ -199,14 +200,7 @@ def run_size(name: str, size: Size, device: torch.device, repeats: int, warmup: 
 
 
 def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     info = {
         "cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

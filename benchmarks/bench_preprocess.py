@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._preprocess_reference import (pre_normalize_loop, read_xyz_loop,  # noqa: E402
                                               select_bodies_loop)
+from benchmarks._common import cpu_name  # noqa: E402
 from i2md_lib.data.ntu_format import SkeletonFile, read_skeleton, write_skeleton  # noqa: E402
 from i2md_lib.data.preprocess import pre_normalize, select_bodies, to_fixed_length  # noqa: E402
 
@@ -104,14 +105,7 @@ def run_loops(paths: list[Path]) -> tuple[dict[str, float], list[np.ndarray], np
 
 
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return {"cpu": cpu, "logical_cpus": str(os.cpu_count()), "python": platform.python_version(),
             "numpy": np.__version__, "os": platform.platform(),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset")}

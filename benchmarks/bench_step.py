@@ -26,7 +26,6 @@ steps add (activations, gradients, optimizer state); on CUDA
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -42,6 +41,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import cpu_name  # noqa: E402
 from i2md_lib.config import ExperimentConfig  # noqa: E402
 from i2md_lib.models.encoders import SequenceEncoder  # noqa: E402
 from i2md_lib.models.moco import MoCo, build_model  # noqa: E402
@@ -214,14 +214,7 @@ def measure_memory(size: str, device: torch.device, steps: int) -> dict:
 
 # -- report ------------------------------------------------------------------------------------
 def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
             "python": platform.python_version(), "device": str(device),
