@@ -68,8 +68,17 @@ class SequenceEncoder(nn.Module):
     :meth:`reference_key_map` (names of the reference ``BIGRU`` state dict -> ours).
     """
 
-    feature_dim: int
-    input_size: int
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int) -> None:
+        """Check the sizes and create the input BatchNorm over the per-frame features;
+        the representation is ``2 * hidden_size`` wide (two GRU halves)."""
+        super().__init__()
+        if num_layers < 1 or hidden_size < 1 or input_size < 1:
+            raise ValueError(
+                f"need positive sizes, got input {input_size}, hidden {hidden_size}, layers {num_layers}"
+            )
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.feature_dim = 2 * hidden_size
+        self.input_norm = nn.BatchNorm1d(input_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (N, C, T, V, M)`` float -> representation ``(N, feature_dim)``."""
@@ -170,14 +179,7 @@ class CausalTwinGRU(SequenceEncoder):
     """
 
     def __init__(self, input_size: int = 150, hidden_size: int = 1024, num_layers: int = 3) -> None:
-        super().__init__()
-        if num_layers < 1 or hidden_size < 1 or input_size < 1:
-            raise ValueError(
-                f"need positive sizes, got input {input_size}, hidden {hidden_size}, layers {num_layers}"
-            )
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.feature_dim = 2 * hidden_size
-        self.input_norm = nn.BatchNorm1d(input_size)
+        super().__init__(input_size, hidden_size, num_layers)
         self.layers = nn.ModuleList(
             CausalTwinGRULayer(input_size if l == 0 else 2 * hidden_size, hidden_size)
             for l in range(num_layers)
@@ -216,14 +218,7 @@ class BiGRUEncoder(SequenceEncoder):
     """
 
     def __init__(self, input_size: int = 150, hidden_size: int = 1024, num_layers: int = 3) -> None:
-        super().__init__()
-        if num_layers < 1 or hidden_size < 1 or input_size < 1:
-            raise ValueError(
-                f"need positive sizes, got input {input_size}, hidden {hidden_size}, layers {num_layers}"
-            )
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.feature_dim = 2 * hidden_size
-        self.input_norm = nn.BatchNorm1d(input_size)
+        super().__init__(input_size, hidden_size, num_layers)
         self.gru = nn.GRU(input_size, hidden_size, num_layers=num_layers,
                           bidirectional=True, batch_first=True)
         xavier_init_gru(self.gru)
