@@ -14,3 +14,14 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def write_report(stem: str | Path, report: dict, write_markdown) -> None:
+    """Write ``stem.json`` (the raw numbers) and ``stem.md`` (``write_markdown(path, report)``)."""
+    import json
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    write_markdown(stem.with_suffix(".md"), report)
+    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")

@@ -22,7 +22,6 @@ start-up (first batch) is reported separately from its steady throughput.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -38,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_step import machine_info  # noqa: E402
+from benchmarks._common import write_report  # noqa: E402
 from i2md_lib.config import ExperimentConfig  # noqa: E402
 from i2md_lib.data.augment import augment_batch  # noqa: E402
 from i2md_lib.data.datasets import PretrainDataset  # noqa: E402
@@ -191,11 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, r in report["summary"].items():
         print(f"{name:32s} {r['clips_per_s']:8.0f} clips/s  ({r['ratio']:.2f}x)")
     if args.out:
-        stem = Path(args.out)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-        write_markdown(stem.with_suffix(".md"), report)
-        print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
+        write_report(args.out, report, write_markdown)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import cpu_name  # noqa: E402
+from benchmarks._common import cpu_name, write_report  # noqa: E402
 from i2md_lib.config import ExperimentConfig  # noqa: E402
 from i2md_lib.models.encoders import SequenceEncoder  # noqa: E402
 from i2md_lib.models.moco import MoCo, build_model  # noqa: E402
@@ -318,11 +318,7 @@ def main(argv: list[str] | None = None) -> None:
             report["memory"][size] = measure_memory(size, device, args.memory_steps)
     report["load_average_at_end"] = os.getloadavg()
     if args.out:
-        stem = Path(args.out)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-        write_markdown(stem.with_suffix(".md"), report)
-        print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
+        write_report(args.out, report, write_markdown)
 
 
 if __name__ == "__main__":
