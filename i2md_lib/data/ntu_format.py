@@ -301,16 +301,26 @@ def _parse_joint_lines(path: Path, lines: list[bytes], starts: list[int], joint_
         pass
     for s in starts:  # slow path, only to name the offending line
         for i in range(s, s + NUM_JOINTS):
-            fields = lines[i].split()
-            if len(fields) != _NUM_JOINT_FIELDS:
-                raise SkeletonFormatError(path, i + 1, f"a joint line needs {_NUM_JOINT_FIELDS} values, "
-                                                       f"found {len(fields)}")
-            for tok in fields:
-                try:
-                    float(tok)
-                except ValueError:
-                    raise SkeletonFormatError(path, i + 1, f"joint value {tok!r} is not a number") from None
+            check_number_line(path, i + 1, lines[i], _NUM_JOINT_FIELDS,
+                              f"a joint line needs {_NUM_JOINT_FIELDS} values", "joint value")
     raise SkeletonFormatError(path, None, "joint lines could not be parsed")  # pragma: no cover
+
+
+def check_number_line(path: Path, line_no: int, line: str | bytes, expected: int, need: str,
+                      what: str = "value") -> None:
+    """Raise :class:`SkeletonFormatError` at ``line_no`` unless ``line`` holds ``expected`` numbers.
+
+    ``need`` starts the message about a wrong count (``"<need>, found <n>"``), ``what``
+    names a value that is not a number. Used on the slow path that locates a bad line.
+    """
+    fields = line.split()
+    if len(fields) != expected:
+        raise SkeletonFormatError(path, line_no, f"{need}, found {len(fields)}")
+    for tok in fields:
+        try:
+            float(tok)
+        except ValueError:
+            raise SkeletonFormatError(path, line_no, f"{what} {tok!r} is not a number") from None
 
 
 def _check_values(path: Path, values: np.ndarray, line_index: list[int], first_col: int,

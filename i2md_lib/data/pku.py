@@ -24,7 +24,7 @@ import numpy as np
 
 from ..skeleton import MAX_BODIES, NUM_JOINTS
 from .ntu import MAX_FRAMES, CmdSplitWriter, PrepareReport, _progress, _save_report
-from .ntu_format import SkeletonFormatError
+from .ntu_format import SkeletonFormatError, check_number_line
 from .store import PARTS
 
 VALUES_PER_FRAME = MAX_BODIES * NUM_JOINTS * 3  # 150
@@ -51,15 +51,8 @@ def read_pku_skeleton(path: str | Path) -> np.ndarray:
         ok = False
     if not ok:  # slow path, only to name the offending line
         for i, line in enumerate(lines):
-            fields = line.split()
-            if len(fields) != VALUES_PER_FRAME:
-                raise SkeletonFormatError(path, i + 1, f"a frame line needs {VALUES_PER_FRAME} values "
-                                                       f"(2 bodies x 25 joints x xyz), found {len(fields)}")
-            for tok in fields:
-                try:
-                    float(tok)
-                except ValueError:
-                    raise SkeletonFormatError(path, i + 1, f"value {tok!r} is not a number") from None
+            check_number_line(path, i + 1, line, VALUES_PER_FRAME, f"a frame line needs {VALUES_PER_FRAME} "
+                              "values (2 bodies x 25 joints x xyz)")
         raise SkeletonFormatError(path, None, "could not parse the frame lines")  # pragma: no cover
     bad = ~np.isfinite(values)
     if bad.any():
