@@ -105,7 +105,8 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 # -- configs ----------------------------------------------------------------------
 #: Keys that may differ on resume without being asked for: they do not change the maths.
-RUNTIME_KEYS: frozenset[str] = frozenset({"pretrain.device", "data.num_workers", "data.mmap"})
+RUNTIME_KEYS: frozenset[str] = frozenset({"pretrain.device", "data.num_workers", "data.mmap",
+                                           "encoder.recurrence"})
 
 
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -10,12 +10,14 @@ from torch import nn
 from i2md_lib.config import EncoderConfig
 from i2md_lib.models.encoders import (
     ENCODER_KINDS,
+    RECURRENCES,
     BiGRUEncoder,
     CausalTwinGRU,
     ProjectionHead,
     build_encoder,
     flatten_frames,
 )
+from i2md_lib.models.gru_recurrence import gru_recurrence
 
 N, C, T, V, M = 3, 3, 6, 25, 2
 FEATURES = V * C * M
@@ -102,10 +104,11 @@ def test_flatten_frames_uses_v_c_m_order():
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("train_mode", [True, False])
-def test_causal_twin_gru_equals_per_frame_reference(dtype, tol, train_mode):
+@pytest.mark.parametrize("recurrence", ["loop", "nn_gru"])
+def test_causal_twin_gru_equals_per_frame_reference(dtype, tol, train_mode, recurrence):
     hidden, layers = 8, 3
     gru, norm = reference_bigru(hidden, layers, dtype), random_norm(dtype)
-    ours = CausalTwinGRU(FEATURES, hidden, layers).to(dtype)
+    ours = CausalTwinGRU(FEATURES, hidden, layers, recurrence).to(dtype)
     ours.load_reference_state_dict(reference_state(norm, gru))
     norm.train(train_mode)
     ours.train(train_mode)
@@ -131,6 +134,56 @@ def test_causal_twin_gru_equals_handwritten_equations():
             seq = torch.cat([run_cell(seq, cell_weights(gru, l)),
                              run_cell(seq, cell_weights(gru, l, "_reverse"))], dim=-1)
         assert torch.allclose(ours(x), seq[:, -1], atol=1e-12, rtol=0)
+
+
+def test_loop_and_nn_gru_give_the_same_gradients():
+    """The hand-written backward of the time loop against autograd through ``nn.GRU``."""
+    hidden, layers = 6, 3
+    grads = {}
+    for recurrence in ("loop", "nn_gru"):
+        torch.manual_seed(3)
+        enc = CausalTwinGRU(FEATURES, hidden, layers, recurrence).double()
+        x = random_clips().requires_grad_(True)
+        weights = torch.randn(N, 2 * hidden, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        (enc(x) * weights).sum().backward()
+        grads[recurrence] = {"input": x.grad, **{k: p.grad for k, p in enc.named_parameters()}}
+    assert grads["loop"].keys() == grads["nn_gru"].keys()
+    for name, got in grads["loop"].items():
+        assert torch.allclose(got, grads["nn_gru"][name], atol=1e-12, rtol=0), name
+
+
+def test_gru_recurrence_gradcheck_and_outputs_of_every_frame():
+    """Gradients w.r.t. every input from losses on all frames (not only the last)."""
+    g = torch.Generator().manual_seed(5)
+    t, n, cells, hidden = 4, 3, 2, 3
+    gi = torch.randn(t, n, cells, 3 * hidden, generator=g, dtype=torch.float64, requires_grad=True)
+    w_hh = torch.randn(cells, 3 * hidden, hidden, generator=g, dtype=torch.float64, requires_grad=True)
+    b_hh = torch.randn(cells, 3 * hidden, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gru_recurrence, (gi, w_hh, b_hh))
+    # every frame's state is the GRU equations' (cell c: w_ih = identity, b_ih = 0, so gi = x)
+    out = gru_recurrence(gi, w_hh, b_hh)
+    eye = torch.eye(3 * hidden, dtype=torch.float64)
+    for c in range(cells):
+        expected = run_cell(gi[:, :, c].detach().transpose(0, 1),
+                            (eye, w_hh[c].detach(), torch.zeros(3 * hidden, dtype=torch.float64), b_hh[c].detach()))
+        assert torch.allclose(out[:, :, c].detach().transpose(0, 1), expected, atol=1e-12, rtol=0)
+    with torch.no_grad():  # the path without saved gates computes the same
+        assert torch.allclose(gru_recurrence(gi, w_hh, b_hh), out.detach(), atol=1e-14, rtol=0)
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        gru_recurrence(gi, w_hh[:, :, :2], b_hh)
+
+
+def test_recurrence_choice():
+    enc = CausalTwinGRU(FEATURES, 4, 1)
+    frames = torch.zeros(2, 3, FEATURES)
+    assert enc.recurrence == "auto" and enc.uses_loop(frames)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not enc.uses_loop(frames)        # autocast keeps nn.GRU
+    assert not CausalTwinGRU(FEATURES, 4, 1, "nn_gru").uses_loop(frames)
+    assert build_encoder(EncoderConfig(hidden_size=4, num_layers=1, recurrence="nn_gru")).recurrence == "nn_gru"
+    assert set(RECURRENCES) == {"auto", "loop", "nn_gru"}
+    with pytest.raises(ValueError, match="unknown recurrence 'cudnn'"):
+        CausalTwinGRU(FEATURES, 4, 1, "cudnn")
 
 
 @pytest.mark.parametrize("layers", [1, 3])

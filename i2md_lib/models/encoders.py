@@ -35,12 +35,18 @@ import torch
 from torch import nn
 
 from ..config import EncoderConfig
+from .gru_recurrence import gru_recurrence
 
 #: Prefixes of the reference ``BIGRU`` module's state dict (``moco/GRU.py``).
 REFERENCE_NORM_PREFIX = "input_norm."
 REFERENCE_GRU_PREFIX = "encoder.gru."
 #: The four tensors ``nn.GRU`` keeps per layer and direction (gate order r, z, n).
 GRU_TENSOR_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+#: How :class:`CausalTwinGRU` steps through time: ``loop`` -- both cells of a layer
+#: together with a hand-written backward (:mod:`.gru_recurrence`), fastest on CPU;
+#: ``nn_gru`` -- one ``nn.GRU`` call per cell (cuDNN on a GPU); ``auto`` -- ``loop`` on
+#: CPU without autocast, else ``nn_gru``. All three compute the same function.
+RECURRENCES = ("auto", "loop", "nn_gru")
 #: Buffers and parameters of ``nn.BatchNorm1d``.
 NORM_TENSOR_NAMES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -51,6 +57,14 @@ def flatten_frames(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected a clip batch (N, C, T, V, M), got shape {tuple(x.shape)}")
     n, _, t, _, _ = x.shape
     return x.permute(0, 2, 3, 1, 4).reshape(n, t, -1)
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    """``torch.is_autocast_enabled(device_type)``, also on torch versions before 2.4."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
 def xavier_init_gru(gru: nn.GRU) -> None:
@@ -155,9 +169,24 @@ class CausalTwinGRULayer(nn.Module):
         self.cell_b = nn.GRU(input_size, hidden_size, batch_first=True)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """``(N, T, in) -> (N, T, 2H)`` with two whole-sequence ``nn.GRU`` calls."""
         out_a, _ = self.cell_a(seq)              # (N, T, H)
         out_b, _ = self.cell_b(seq)              # (N, T, H)
         return torch.cat([out_a, out_b], dim=-1)  # (N, T, 2H)
+
+    def forward_time_major(self, seq: torch.Tensor) -> torch.Tensor:
+        """``(T, N, in) -> (T, N, 2H)``, the same function as :meth:`forward`, computed
+        by :func:`~i2md_lib.models.gru_recurrence.gru_recurrence`: the input products of
+        both cells and all frames in one matrix product, then both cells step together."""
+        t, n, _ = seq.shape
+        a, b = self.cell_a, self.cell_b
+        w_ih = torch.cat([a.weight_ih_l0, b.weight_ih_l0])                  # (2*3H, in)
+        b_ih = torch.cat([a.bias_ih_l0, b.bias_ih_l0])                      # (2*3H,)
+        gi = torch.addmm(b_ih, seq.reshape(t * n, -1), w_ih.t())            # (T*N, 2*3H)
+        out = gru_recurrence(gi.view(t, n, 2, -1),
+                             torch.stack([a.weight_hh_l0, b.weight_hh_l0]),  # (2, 3H, H)
+                             torch.stack([a.bias_hh_l0, b.bias_hh_l0]))      # (2, 3H)
+        return out.view(t, n, -1)                                           # (T, N, 2H)
 
 
 class CausalTwinGRU(SequenceEncoder):
@@ -178,8 +207,12 @@ class CausalTwinGRU(SequenceEncoder):
     too steps forward in time). Each layer is two whole-sequence ``nn.GRU`` calls.
     """
 
-    def __init__(self, input_size: int = 150, hidden_size: int = 1024, num_layers: int = 3) -> None:
+    def __init__(self, input_size: int = 150, hidden_size: int = 1024, num_layers: int = 3,
+                 recurrence: str = "auto") -> None:
         super().__init__(input_size, hidden_size, num_layers)
+        if recurrence not in RECURRENCES:
+            raise ValueError(f"unknown recurrence {recurrence!r}; choose one of {', '.join(RECURRENCES)}")
+        self.recurrence = recurrence
         self.layers = nn.ModuleList(
             CausalTwinGRULayer(input_size if l == 0 else 2 * hidden_size, hidden_size)
             for l in range(num_layers)
@@ -190,11 +223,22 @@ class CausalTwinGRU(SequenceEncoder):
 
     @classmethod
     def from_config(cls, cfg: EncoderConfig) -> "CausalTwinGRU":
-        return cls(cfg.input_size, cfg.hidden_size, cfg.num_layers)
+        return cls(cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.recurrence)
+
+    def uses_loop(self, frames: torch.Tensor) -> bool:
+        """Whether :meth:`encode_frames` takes the time-loop path for ``frames``."""
+        if self.recurrence != "auto":
+            return self.recurrence == "loop"
+        return frames.device.type == "cpu" and not _autocast_enabled("cpu")
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames (N, T, input_size)`` -> ``(N, 2*hidden_size)``."""
         seq = self.input_norm(frames.transpose(1, 2)).transpose(1, 2)  # BN over (N, T)
+        if self.uses_loop(frames):
+            seq = seq.transpose(0, 1)      # (T, N, F): frames outermost for the time loop
+            for layer in self.layers:
+                seq = layer.forward_time_major(seq)    # (T, N, 2H)
+            return seq[-1]                 # (N, 2H): both cells after the last frame
         for layer in self.layers:
             seq = layer(seq)    # (N, T, 2H)
         return seq[:, -1]       # (N, 2H): both cells after the last frame
