@@ -5,8 +5,12 @@ The step is exactly what :func:`i2md_lib.train.pretrain` does per batch for
 query and momentum key encoders, InfoNCE + CMD's six distillation terms, enqueue),
 backward, SGD step. Two models with identical weights run it on identical inputs:
 
-* ``whole-seq`` -- the library's encoder (:class:`~i2md_lib.models.encoders.CausalTwinGRU`:
-  per layer two one-layer ``nn.GRU`` calls over the whole clip);
+* ``loop`` -- the library's encoder as it runs on a CPU
+  (:class:`~i2md_lib.models.encoders.CausalTwinGRU`, ``encoder.recurrence = auto``: per
+  layer one input product for both cells and all frames, then both cells step together
+  with a hand-written backward, :mod:`i2md_lib.models.gru_recurrence`);
+* ``nn_gru`` -- the same encoder with ``encoder.recurrence = nn_gru``: per layer two
+  one-layer ``nn.GRU`` calls over the whole clip (what runs on a GPU, via cuDNN);
 * ``per-frame`` -- the CMD reference's way, written below: a bidirectional multi-layer
   ``nn.GRU`` called on one frame at a time with the hidden state carried over (it keeps
   only the last output; the reference also concatenates all outputs, a bit slower).
@@ -14,7 +18,7 @@ backward, SGD step. Two models with identical weights run it on identical inputs
 Sizes are the library's own profiles: ``classroom`` = the ``book`` profile (what the
 chapters train), ``paper`` = the ``full`` profile (BiGRU 3 x 1024, 64 frames, batch 64,
 queue 16384). Times: the two implementations alternate step by step (A, B, A, B, ...)
-in one process; the ratio is per-frame / whole-seq. Peak memory: each
+in one process; the ratios are per-frame / loop and per-frame / nn_gru. Peak memory: each
 (size, implementation) runs in a fresh child process -- peak resident memory
 (``VmHWM``) minus the resident memory after building the model, i.e. what the training
 steps add (activations, gradients, optimizer state); on CUDA
@@ -48,16 +52,15 @@ from i2md_lib.models.moco import MoCo, build_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {"tiny": "smoke", "classroom": "book", "paper": "full"}   # benchmark size -> config profile
-IMPLEMENTATIONS = ("whole-seq", "per-frame")
+IMPLEMENTATIONS = ("loop", "nn_gru", "per-frame")
+LIBRARY = ("loop", "nn_gru")          # the library's two recurrences, each compared with per-frame
 
 
 class PerFrameBIGRU(SequenceEncoder):
     """The reference BIGRU's computation: one bidirectional ``nn.GRU`` call per frame."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int) -> None:
-        super().__init__()
-        self.input_size, self.feature_dim = input_size, 2 * hidden_size
-        self.input_norm = nn.BatchNorm1d(input_size)
+        super().__init__(input_size, hidden_size, num_layers)   # sizes, input BatchNorm
         self.gru = nn.GRU(input_size, hidden_size, num_layers, bidirectional=True, batch_first=True)
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
@@ -92,7 +95,11 @@ def build(size: str, implementation: str, device: torch.device, seed: int = 0) -
                 encoders[m] = PerFrameBIGRU.copy_of(encoders[m])
         for p in model.encoder_k.parameters():
             p.requires_grad = False
-    elif implementation != "whole-seq":
+    elif implementation in LIBRARY:
+        for encoders in (model.encoder_q, model.encoder_k):
+            for encoder in encoders.values():
+                encoder.recurrence = implementation
+    else:
         raise ValueError(f"unknown implementation {implementation!r}")
     return model.to(device)
 
@@ -126,6 +133,35 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# -- the arithmetic floor ------------------------------------------------------------------------
+def gru_gflop(size: str) -> float:
+    """Multiply-add FLOPs (1e9) of the GRU matrix products in one CMD step, any implementation.
+
+    Per encoder forward: for every layer, frame and cell, ``2 N 3H (in + H)`` (input and
+    recurrent products). A step runs, per modality, the query encoder forward and
+    backward (about 3x the forward: gradients for inputs and weights) and the key encoder
+    forward: 4 forwards' worth, times 3 modalities. Heads, losses and SGD are left out.
+    """
+    cfg = config(size)
+    n, t, h = cfg.pretrain.batch_size, cfg.data.window, cfg.encoder.hidden_size
+    per_frame = sum(2 * 2 * n * 3 * h * ((cfg.encoder.input_size if layer == 0 else 2 * h) + h)
+                    for layer in range(cfg.encoder.num_layers))
+    return 3 * 4 * per_frame * t / 1e9
+
+
+def gemm_gflops(device: torch.device, repeats: int = 10) -> float:
+    """Measured speed (GFLOP/s) of one large float32 matrix product, ``4096x2048 @ 2048x3072``."""
+    a, b = torch.randn(4096, 2048, device=device), torch.randn(2048, 3072, device=device)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * 4096 * 2048 * 3072 * repeats / (time.perf_counter() - start) / 1e9
+
+
 # -- times: both implementations in one process, interleaved ----------------------------------
 def time_size(size: str, device: torch.device, repeats: int, warmup: int) -> dict:
     models = {impl: build(size, impl, device) for impl in IMPLEMENTATIONS}
@@ -149,18 +185,21 @@ def time_size(size: str, device: torch.device, repeats: int, warmup: int) -> dic
                   f"wall {elapsed:8.3f} s  cpu {elapsed_cpu:8.3f} s  loss {loss:.6f}", flush=True)
     median = {k: statistics.median(v) for k, v in wall.items()}
     median_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    diffs = [abs(a - b) / abs(b) for a, b in zip(losses["whole-seq"], losses["per-frame"])]
+    diffs = {impl: max(abs(a - b) / abs(b) for a, b in zip(losses[impl], losses["per-frame"]))
+             for impl in LIBRARY}
     cfg = config(size)
     return {
         "profile": SIZES[size], "batch": cfg.pretrain.batch_size, "window": cfg.data.window,
         "hidden": cfg.encoder.hidden_size, "layers": cfg.encoder.num_layers,
         "queue": cfg.pretrain.queue_size, "cmd_topk": cfg.pretrain.cmd_topk,
-        "parameters": sum(p.numel() for p in models["whole-seq"].parameters()),
+        "parameters": sum(p.numel() for p in models["loop"].parameters()),
         "repeats": repeats, "warmup": warmup, "wall_s": wall, "cpu_s": cpu,
         "median_s": median, "median_cpu_s": median_cpu,
-        "speedup": median["per-frame"] / median["whole-seq"],
-        "cpu_speedup": median_cpu["per-frame"] / median_cpu["whole-seq"],
-        "losses": losses, "max_rel_loss_diff": max(diffs),
+        "default": "loop" if device.type == "cpu" else "nn_gru",   # what encoder.recurrence=auto picks
+        "gru_gflop": gru_gflop(size),
+        "speedup": {impl: median["per-frame"] / median[impl] for impl in LIBRARY},
+        "cpu_speedup": {impl: median_cpu["per-frame"] / median_cpu[impl] for impl in LIBRARY},
+        "losses": losses, "max_rel_loss_diff": diffs,
     }
 
 
@@ -221,7 +260,17 @@ def machine_info(device: torch.device) -> dict:
             "load_average_at_start": os.getloadavg()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    info["gemm_gflops"] = gemm_gflops(device)
+    info["commit"] = git_commit()
     return info
+
+
+def git_commit() -> str:
+    """``git describe``-style id of the measured code: short hash, ``-dirty`` if files were changed."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def write_markdown(path: Path, report: dict) -> None:
@@ -236,11 +285,12 @@ def write_markdown(path: Path, report: dict) -> None:
         "",
         f"Machine: {info['cpu']}, {info['logical_cpus']} logical CPUs, torch {info['torch']} "
         f"({info['torch_threads']} threads, OMP_NUM_THREADS {info['OMP_NUM_THREADS']}), device "
-        f"`{info['device']}`{', ' + info['gpu'] if 'gpu' in info else ''}. Load average (1, 5, 15 min) "
+        f"`{info['device']}`{', ' + info['gpu'] if 'gpu' in info else ''}"
+        f"{'; code at commit ' + info['commit'] if 'commit' in info else ''}. Load average (1, 5, 15 min) "
         f"{', '.join(f'{x:.1f}' for x in info['load_average_at_start'])} at the start and "
-        f"{', '.join(f'{x:.1f}' for x in report['load_average_at_end'])} at the end: other jobs shared "
-        "the machine, so absolute times are noisy; the ratios come from steps that alternate "
-        "between the two implementations.",
+        f"{', '.join(f'{x:.1f}' for x in report['load_average_at_end'])} at the end (well above the "
+        "thread count means other jobs shared the machine and absolute times are noisy); the ratios "
+        "come from steps that alternate between the implementations.",
     ]
     if info["device"] == "cpu":
         lines += ["", "No GPU was available to this benchmark run: every number here is CPU. On a GPU run "
@@ -249,34 +299,52 @@ def write_markdown(path: Path, report: dict) -> None:
         "",
         "One step = `MoCo.forward` of `pretrain.method=cmd` (joint, motion, bone: query encoder + head "
         "with grad, momentum update, key encoder + head, InfoNCE against the queue, the six CMD "
-        "distillation terms, enqueue), backward, SGD. Both implementations start from the same weights "
+        "distillation terms, enqueue), backward, SGD. All implementations start from the same weights "
         "and see the same inputs, so their losses agree (last column).",
         "",
-        "| size (profile) | BiGRU | frames | batch | queue | timed steps | whole-seq (s/step) | per-frame (s/step) "
-        "| speed-up (wall) | speed-up (CPU time) | max rel. loss diff |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| size (profile) | BiGRU | frames | batch | queue | timed steps | loop (s/step) | nn_gru (s/step) "
+        "| per-frame (s/step) | speed-up loop (wall / CPU time) | speed-up nn_gru (wall / CPU time) "
+        "| max rel. loss diff (loop / nn_gru vs per-frame) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report["times"].items():
+        t, up, cpu_up, diff = r["median_s"], r["speedup"], r["cpu_speedup"], r["max_rel_loss_diff"]
         lines.append(
             f"| {name} ({r['profile']}) | {r['layers']} x {r['hidden']} | {r['window']} | {r['batch']} "
-            f"| {r['queue']} | {r['repeats']} (+{r['warmup']} warm-up) | {r['median_s']['whole-seq']:.3f} "
-            f"| {r['median_s']['per-frame']:.3f} | **{r['speedup']:.2f}x** | {r['cpu_speedup']:.2f}x "
-            f"| {r['max_rel_loss_diff']:.1e} |")
+            f"| {r['queue']} | {r['repeats']} (+{r['warmup']} warm-up) | {t['loop']:.3f} | {t['nn_gru']:.3f} "
+            f"| {t['per-frame']:.3f} | **{up['loop']:.2f}x** / {cpu_up['loop']:.2f}x "
+            f"| {up['nn_gru']:.2f}x / {cpu_up['nn_gru']:.2f}x | {diff['loop']:.1e} / {diff['nn_gru']:.1e} |")
+    peak = info["gemm_gflops"]
+    lines += [
+        "",
+        f"The arithmetic floor. Every implementation performs the same GRU matrix products (the column "
+        f"'GRU GFLOP' counts them; heads, losses and SGD are left out). One large float32 matrix product "
+        f"runs at {peak:.0f} GFLOP/s on this machine with these threads"
+        + (f" (measured {info['gemm_measured']})" if "gemm_measured" in info else "")
+        + "; no step can take less than 'GRU GFLOP' divided by that. The last columns give the speed each "
+        "implementation reaches over its whole step, and the largest speed-up over the per-frame loop that "
+        "any implementation of the same arithmetic could reach (per-frame time / floor).",
+        "",
+        "| size | GRU GFLOP | floor (s) | loop GFLOP/s | nn_gru GFLOP/s | per-frame GFLOP/s | largest possible speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in report["times"].items():
+        flop, t = r["gru_gflop"], r["median_s"]
+        lines.append(f"| {name} | {flop:.0f} | {flop / peak:.2f} | {flop / t['loop']:.0f} | {flop / t['nn_gru']:.0f} "
+                     f"| {flop / t['per-frame']:.0f} | {t['per-frame'] * peak / flop:.2f}x |")
     if report["memory"]:
-        first = next(iter(report["memory"].values()))["whole-seq"]
+        first = next(iter(report["memory"].values()))["loop"]
         lines += [
             "",
             f"Peak memory ({first['kind']}), each in a fresh process after {first['steps']} training steps; "
             "'steps add' = peak minus the memory held right after building the model (weights, queues).",
             "",
-            "| size | model + queues (MiB) | whole-seq peak (MiB) | whole-seq steps add (MiB) "
-            "| per-frame peak (MiB) | per-frame steps add (MiB) |",
-            "|---|---|---|---|---|---|",
+            "| size | model + queues (MiB) | " + " | ".join(f"{impl} peak / steps add (MiB)" for impl in IMPLEMENTATIONS) + " |",
+            "|---|---|" + "---|" * len(IMPLEMENTATIONS),
         ]
         for name, mem in report["memory"].items():
-            a, b = mem["whole-seq"], mem["per-frame"]
-            lines.append(f"| {name} | {a['model_mib']:.0f} | {a['peak_mib']:.0f} | {a['step_mib']:.0f} "
-                         f"| {b['peak_mib']:.0f} | {b['step_mib']:.0f} |")
+            lines.append(f"| {name} | {mem['loop']['model_mib']:.0f} | " + " | ".join(
+                f"{mem[impl]['peak_mib']:.0f} / {mem[impl]['step_mib']:.0f}" for impl in IMPLEMENTATIONS) + " |")
     if report.get("note"):
         lines += ["", report["note"]]
     lines += ["", "Related: the NTU preprocessing benchmark, [`preprocess.md`](preprocess.md) "
@@ -296,10 +364,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the memory children")
     parser.add_argument("--out", default=str(RESULTS / "step"), help="path stem of the .json/.md ('' = no files)")
     parser.add_argument("--note", default="", help="free text at the end of the markdown")
+    parser.add_argument("--render", metavar="JSON", help="only rewrite the markdown of an earlier run's "
+                        "json (and its note, when --note is given)")
     parser.add_argument("--memory-child", nargs=2, metavar=("SIZE", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
 
+    if args.render:
+        report = json.loads(Path(args.render).read_text())
+        report["note"] = args.note or report.get("note", "")
+        for size, row in report["times"].items():      # runs from before these fields existed
+            row.setdefault("gru_gflop", gru_gflop(size))
+        if "gemm_gflops" not in report["machine"]:
+            torch.set_num_threads(report["machine"]["torch_threads"])
+            report["machine"]["gemm_gflops"] = gemm_gflops(device)
+            report["machine"]["gemm_measured"] = "when the markdown was rendered (--render), not during the run"
+        write_report(Path(args.render).with_suffix(""), report, write_markdown)
+        return
     if args.memory_child:
         print(json.dumps(memory_child(*args.memory_child, device, args.memory_steps)))
         return
@@ -312,8 +393,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
         repeats = args.paper_repeats if size == "paper" else args.repeats
         report["times"][size] = r = time_size(size, device, repeats, args.warmup)
-        print(f"[{size}] median whole-seq {r['median_s']['whole-seq']:.3f} s, per-frame "
-              f"{r['median_s']['per-frame']:.3f} s: {r['speedup']:.2f}x", flush=True)
+        print(f"[{size}] median " + ", ".join(f"{k} {v:.3f} s" for k, v in r["median_s"].items())
+              + "; per-frame / " + ", ".join(f"{k} {v:.2f}x" for k, v in r["speedup"].items()), flush=True)
         if not args.no_memory:
             report["memory"][size] = measure_memory(size, device, args.memory_steps)
     report["load_average_at_end"] = os.getloadavg()

@@ -1,0 +1,23 @@
+"""The benchmark scripts still run against the library (tiny sizes; no timing is checked)."""
+from __future__ import annotations
+
+import json
+
+from benchmarks import bench_step
+
+
+def test_bench_step_runs_every_implementation_and_reports(tmp_path):
+    stem = tmp_path / "step"
+    bench_step.main(["--sizes", "tiny", "--repeats", "1", "--warmup", "0", "--memory-steps", "1",
+                     "--out", str(stem)])
+    report = json.loads(stem.with_suffix(".json").read_text())
+    row = report["times"]["tiny"]
+    assert set(row["median_s"]) == set(bench_step.IMPLEMENTATIONS) == {"loop", "nn_gru", "per-frame"}
+    assert row["default"] == "loop" and set(row["speedup"]) == {"loop", "nn_gru"}
+    # same weights, same inputs: the three encoders give the same loss
+    assert max(row["max_rel_loss_diff"].values()) < 1e-5
+    assert all(report["memory"]["tiny"][impl]["peak_mib"] > 0 for impl in bench_step.IMPLEMENTATIONS)
+    markdown = stem.with_suffix(".md").read_text()
+    assert "| tiny (smoke) | 2 x 16 |" in markdown and "loop peak / steps add" in markdown
+    bench_step.main(["--render", str(stem.with_suffix(".json")), "--note", "A note added later."])
+    assert markdown.replace("\n\nRelated", "\n\nA note added later.\n\nRelated") == stem.with_suffix(".md").read_text()
