@@ -99,11 +99,11 @@ def test_full_scale_config_reads_the_environment(monkeypatch):
 def test_epoch_estimate_uses_the_measured_step(tmp_path, monkeypatch):
     cfg = full(**{"data.dataset": "ntu60"})
     row = {"hidden": 1024, "layers": 3, "window": 64, "batch": 64, "queue": 16384,
-           "median_s": {"whole-seq": 2.5, "per-frame": 9.0}}
+           "median_s": {"loop": 2.5, "nn_gru": 3.0, "per-frame": 9.0}, "default": "loop"}
     machine = {"device": "cpu", "cpu": "test CPU", "torch_threads": 1}
     (tmp_path / "step.json").write_text(json.dumps({
         "machine": machine, "times": {"classroom": {**row, "hidden": 64}, "paper": row},
-        "memory": {"paper": {"whole-seq": {"peak_mib": 3000.0}}}}))
+        "memory": {"paper": {"loop": {"peak_mib": 3000.0}, "nn_gru": {"peak_mib": 3500.0}}}}))
     (tmp_path / "loading.json").write_text(json.dumps(
         {"summary": {"PretrainDataset, 0 workers": {"clips_per_s": 500.0}}}))
     est = epoch_estimate(cfg, folder=tmp_path)
@@ -235,3 +235,14 @@ def test_fp16_scaler_state_is_checkpointed_and_resumed(tmp_path, monkeypatch):
     assert resumed == straight            # a scaler restarted at 2**16 would skip other steps
     assert (load_checkpoint(tmp_path / "b" / "checkpoint.pt")["scaler"]
             == load_checkpoint(tmp_path / "a" / "checkpoint.pt")["scaler"])
+
+
+def test_step_floor_rows_divide_the_arithmetic_by_the_measured_speed():
+    report = {"machine": {"gemm_gflops": 100.0},
+              "times": {"paper": {"gru_gflop": 4000.0, "default": "loop",
+                                  "median_s": {"loop": 50.0, "nn_gru": 55.0, "per-frame": 60.0},
+                                  "speedup": {"loop": 1.2, "nn_gru": 60 / 55}}}}
+    (row,) = scaling.step_floor_rows(report, "1 thread")
+    assert row["run"] == "1 thread" and row["size"] == "paper" and row["GRU TFLOP/step"] == 4.0
+    assert row["floor s/step"] == 40.0 and row["loop s/step"] == 50.0 and row["per-frame s/step"] == 60.0
+    assert row["measured speed-up"] == 1.2 and row["largest possible speed-up"] == 1.5
