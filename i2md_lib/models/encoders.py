@@ -11,11 +11,12 @@ reference's ``(V, C, M)`` order (:func:`flatten_frames`). Two recurrent encoders
     state it is handed, so *both* directions run forward in time: each layer holds two
     causal GRU cells with separate weights, their states are concatenated and fed to the
     next layer, and the representation is the top layer's ``[h_a; h_b]`` at the last
-    frame. We compute the same thing with whole-sequence calls (two one-layer
-    ``nn.GRU`` per layer): exact, with no Python loop over frames. On a GPU that is one
-    cuDNN call per cell instead of one call per frame; on CPU the gain is small (about
-    1.1x per pretraining step, ``benchmarks/results/encoder_step.md``), because there
-    ``nn.GRU`` itself loops over time and does the same matrix products.
+    frame. We compute the same thing cell by cell over the whole clip, in one of two
+    ways (:data:`RECURRENCES`): on a GPU two whole-sequence ``nn.GRU`` calls per layer
+    (one cuDNN call per cell instead of one call per frame); on a CPU both cells of a
+    layer step together with a hand-written backward (:mod:`.gru_recurrence`). What that
+    saves per pretraining step against the per-frame loop is measured in
+    ``benchmarks/results/step.md``.
 
 ``bigru`` -- :class:`BiGRUEncoder`
     A true bidirectional GRU over the whole clip: the forward direction reads frames
@@ -204,7 +205,8 @@ class CausalTwinGRU(SequenceEncoder):
 
     which is what the reference's per-frame calls of a bidirectional ``nn.GRU``
     compute (there the "reverse" direction only ever sees one frame per call, so it
-    too steps forward in time). Each layer is two whole-sequence ``nn.GRU`` calls.
+    too steps forward in time). ``recurrence`` picks how each layer steps through time
+    (:data:`RECURRENCES`); the weights live in ``nn.GRU`` modules either way.
     """
 
     def __init__(self, input_size: int = 150, hidden_size: int = 1024, num_layers: int = 3,
