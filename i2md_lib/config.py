@@ -92,7 +92,7 @@ class EncoderConfig:
     num_layers: int = 3
     proj_hidden: int = 2048         # projection MLP: feature -> proj_hidden -> out_dim
     out_dim: int = 128
-    recurrence: str = "auto"        # bigru_cmd time loop: auto | loop (CPU-fast) | nn_gru (cuDNN); same function
+    recurrence: str = "nn_gru"      # bigru_cmd time stepping: nn_gru (whole-sequence calls) | loop (opt-in CPU path); same function
 
     @property
     def feature_dim(self) -> int:

@@ -222,7 +222,7 @@ def _step_result(cfg: ExperimentConfig, folder: str | Path | None) -> dict[str, 
 def step_memory_mib(cfg: ExperimentConfig, folder: str | Path | None = None) -> float | None:
     """Peak memory (MiB) of a training step at ``cfg``'s size, as measured (CPU RSS), or ``None``."""
     r = _step_result(cfg, folder)
-    return r["memory"][r["default"]]["peak_mib"] if r and r.get("memory") else None
+    return r["memory"][cfg.encoder.recurrence]["peak_mib"] if r and r.get("memory") else None
 
 
 def step_floor_rows(report: Mapping[str, Any], label: str) -> list[dict[str, Any]]:
@@ -240,7 +240,7 @@ def step_floor_rows(report: Mapping[str, Any], label: str) -> list[dict[str, Any
         rows.append({"run": label, "size": size, "GRU TFLOP/step": round(flop / 1000, 3),
                      "floor s/step": round(flop / peak, 3),
                      **{f"{impl} s/step": round(sec, 3) for impl, sec in t.items()},
-                     "measured speed-up": round(r["speedup"][r["default"]], 2),
+                     **{f"speed-up {impl}": round(up, 2) for impl, up in r["speedup"].items()},
                      "largest possible speed-up": round(t["per-frame"] * peak / flop, 2)})
     return rows
 
@@ -283,7 +283,7 @@ def epoch_estimate(cfg: ExperimentConfig, num_clips: int | None = None,
     if step is None or clips is None:
         return None
     steps = clips // cfg.pretrain.batch_size
-    seconds = step["median_s"][step["default"]]      # the recurrence the library picks there
+    seconds = step["median_s"][cfg.encoder.recurrence]     # as measured for the config's recurrence
     loading = load_benchmark("loading", folder)
     load_rate = None
     if loading:
@@ -292,7 +292,7 @@ def epoch_estimate(cfg: ExperimentConfig, num_clips: int | None = None,
     return {
         "steps_per_epoch": steps, "seconds_per_step": seconds,
         "hours_per_epoch": steps * seconds / 3600, "hours_total": steps * seconds * cfg.pretrain.epochs / 3600,
-        "peak_memory_mib": step["memory"][step["default"]]["peak_mib"] if step.get("memory") else None,
+        "peak_memory_mib": step["memory"][cfg.encoder.recurrence]["peak_mib"] if step.get("memory") else None,
         "loading_seconds_per_epoch": clips / load_rate if load_rate else None,
         "clips": clips, "clips_source": source,
         "measured": f"bench_step '{step['name']}' on {m['device']} ({m['cpu']}, {m['torch_threads']} thread(s))",

@@ -13,7 +13,7 @@ def test_bench_step_runs_every_implementation_and_reports(tmp_path):
     report = json.loads(stem.with_suffix(".json").read_text())
     row = report["times"]["tiny"]
     assert set(row["median_s"]) == set(bench_step.IMPLEMENTATIONS) == {"loop", "nn_gru", "per-frame"}
-    assert row["default"] == "loop" and set(row["speedup"]) == {"loop", "nn_gru"}
+    assert set(row["speedup"]) == {"loop", "nn_gru"}
     # same weights, same inputs: the three encoders give the same loss
     assert max(row["max_rel_loss_diff"].values()) < 1e-5
     assert all(report["memory"]["tiny"][impl]["peak_mib"] > 0 for impl in bench_step.IMPLEMENTATIONS)

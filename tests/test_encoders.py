@@ -174,14 +174,14 @@ def test_gru_recurrence_gradcheck_and_outputs_of_every_frame():
 
 
 def test_recurrence_choice():
-    enc = CausalTwinGRU(FEATURES, 4, 1)
     frames = torch.zeros(2, 3, FEATURES)
-    assert enc.recurrence == "auto" and enc.uses_loop(frames)
+    default = CausalTwinGRU(FEATURES, 4, 1)
+    assert default.recurrence == EncoderConfig().recurrence == "nn_gru" and not default.uses_loop(frames)
+    enc = build_encoder(EncoderConfig(hidden_size=4, num_layers=1, recurrence="loop"))
+    assert enc.recurrence == "loop" and enc.uses_loop(frames)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not enc.uses_loop(frames)        # autocast keeps nn.GRU
-    assert not CausalTwinGRU(FEATURES, 4, 1, "nn_gru").uses_loop(frames)
-    assert build_encoder(EncoderConfig(hidden_size=4, num_layers=1, recurrence="nn_gru")).recurrence == "nn_gru"
-    assert set(RECURRENCES) == {"auto", "loop", "nn_gru"}
+        assert not enc.uses_loop(frames)        # autocast falls back to nn.GRU
+    assert set(RECURRENCES) == {"loop", "nn_gru"}
     with pytest.raises(ValueError, match="unknown recurrence 'cudnn'"):
         CausalTwinGRU(FEATURES, 4, 1, "cudnn")
 

@@ -99,11 +99,11 @@ def test_full_scale_config_reads_the_environment(monkeypatch):
 def test_epoch_estimate_uses_the_measured_step(tmp_path, monkeypatch):
     cfg = full(**{"data.dataset": "ntu60"})
     row = {"hidden": 1024, "layers": 3, "window": 64, "batch": 64, "queue": 16384,
-           "median_s": {"loop": 2.5, "nn_gru": 3.0, "per-frame": 9.0}, "default": "loop"}
+           "median_s": {"loop": 3.0, "nn_gru": 2.5, "per-frame": 9.0}}
     machine = {"device": "cpu", "cpu": "test CPU", "torch_threads": 1}
     (tmp_path / "step.json").write_text(json.dumps({
         "machine": machine, "times": {"classroom": {**row, "hidden": 64}, "paper": row},
-        "memory": {"paper": {"loop": {"peak_mib": 3000.0}, "nn_gru": {"peak_mib": 3500.0}}}}))
+        "memory": {"paper": {"loop": {"peak_mib": 2500.0}, "nn_gru": {"peak_mib": 3000.0}}}}))
     (tmp_path / "loading.json").write_text(json.dumps(
         {"summary": {"PretrainDataset, 0 workers": {"clips_per_s": 500.0}}}))
     est = epoch_estimate(cfg, folder=tmp_path)
@@ -113,6 +113,8 @@ def test_epoch_estimate_uses_the_measured_step(tmp_path, monkeypatch):
     assert est["hours_total"] == pytest.approx(626 * 2.5 * 451 / 3600)
     assert est["peak_memory_mib"] == 3000.0 and est["loading_seconds_per_epoch"] == pytest.approx(40_091 / 500)
     assert epoch_estimate(cfg, num_clips=640, folder=tmp_path)["steps_per_epoch"] == 10
+    loop = cfg.replace({"encoder.recurrence": "loop"})     # the time measured for that recurrence
+    assert epoch_estimate(loop, folder=tmp_path)["seconds_per_step"] == 3.0
     assert epoch_estimate(full(**{"pretrain.batch_size": 32}), folder=tmp_path) is None   # size not measured
     # the same files drive the checks: the measured CPU cost of the missing GPU, and the RAM a step needs
     monkeypatch.setattr(scaling, "_total_ram_mib", lambda: 2048.0)
@@ -239,10 +241,10 @@ def test_fp16_scaler_state_is_checkpointed_and_resumed(tmp_path, monkeypatch):
 
 def test_step_floor_rows_divide_the_arithmetic_by_the_measured_speed():
     report = {"machine": {"gemm_gflops": 100.0},
-              "times": {"paper": {"gru_gflop": 4000.0, "default": "loop",
+              "times": {"paper": {"gru_gflop": 4000.0,
                                   "median_s": {"loop": 50.0, "nn_gru": 55.0, "per-frame": 60.0},
                                   "speedup": {"loop": 1.2, "nn_gru": 60 / 55}}}}
     (row,) = scaling.step_floor_rows(report, "1 thread")
     assert row["run"] == "1 thread" and row["size"] == "paper" and row["GRU TFLOP/step"] == 4.0
     assert row["floor s/step"] == 40.0 and row["loop s/step"] == 50.0 and row["per-frame s/step"] == 60.0
-    assert row["measured speed-up"] == 1.2 and row["largest possible speed-up"] == 1.5
+    assert row["speed-up loop"] == 1.2 and row["speed-up nn_gru"] == 1.09 and row["largest possible speed-up"] == 1.5

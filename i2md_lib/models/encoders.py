@@ -11,12 +11,12 @@ reference's ``(V, C, M)`` order (:func:`flatten_frames`). Two recurrent encoders
     state it is handed, so *both* directions run forward in time: each layer holds two
     causal GRU cells with separate weights, their states are concatenated and fed to the
     next layer, and the representation is the top layer's ``[h_a; h_b]`` at the last
-    frame. We compute the same thing cell by cell over the whole clip, in one of two
-    ways (:data:`RECURRENCES`): on a GPU two whole-sequence ``nn.GRU`` calls per layer
-    (one cuDNN call per cell instead of one call per frame); on a CPU both cells of a
-    layer step together with a hand-written backward (:mod:`.gru_recurrence`). What that
-    saves per pretraining step against the per-frame loop is measured in
-    ``benchmarks/results/step.md``.
+    frame. We compute the same thing cell by cell over the whole clip: by default two
+    whole-sequence ``nn.GRU`` calls per layer (on a GPU one cuDNN call per cell instead
+    of one call per frame). An opt-in CPU path (``encoder.recurrence = "loop"``,
+    :mod:`.gru_recurrence`) steps both cells of a layer together with a hand-written
+    backward. What each saves per pretraining step against the per-frame loop is
+    measured in ``benchmarks/results/step.md``.
 
 ``bigru`` -- :class:`BiGRUEncoder`
     A true bidirectional GRU over the whole clip: the forward direction reads frames
@@ -43,11 +43,12 @@ REFERENCE_NORM_PREFIX = "input_norm."
 REFERENCE_GRU_PREFIX = "encoder.gru."
 #: The four tensors ``nn.GRU`` keeps per layer and direction (gate order r, z, n).
 GRU_TENSOR_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-#: How :class:`CausalTwinGRU` steps through time: ``loop`` -- both cells of a layer
-#: together with a hand-written backward (:mod:`.gru_recurrence`), fastest on CPU;
-#: ``nn_gru`` -- one ``nn.GRU`` call per cell (cuDNN on a GPU); ``auto`` -- ``loop`` on
-#: CPU without autocast, else ``nn_gru``. All three compute the same function.
-RECURRENCES = ("auto", "loop", "nn_gru")
+#: How :class:`CausalTwinGRU` steps through time. ``nn_gru`` (default): one
+#: whole-sequence ``nn.GRU`` call per cell (cuDNN on a GPU). ``loop``: opt-in, a Python
+#: loop over frames that steps both cells of a layer together with a hand-written
+#: backward (:mod:`.gru_recurrence`); faster on a CPU at small sizes, not under autocast
+#: (it then falls back to ``nn_gru``). Both compute the same function.
+RECURRENCES = ("nn_gru", "loop")
 #: Buffers and parameters of ``nn.BatchNorm1d``.
 NORM_TENSOR_NAMES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -210,7 +211,7 @@ class CausalTwinGRU(SequenceEncoder):
     """
 
     def __init__(self, input_size: int = 150, hidden_size: int = 1024, num_layers: int = 3,
-                 recurrence: str = "auto") -> None:
+                 recurrence: str = "nn_gru") -> None:
         super().__init__(input_size, hidden_size, num_layers)
         if recurrence not in RECURRENCES:
             raise ValueError(f"unknown recurrence {recurrence!r}; choose one of {', '.join(RECURRENCES)}")
@@ -229,9 +230,7 @@ class CausalTwinGRU(SequenceEncoder):
 
     def uses_loop(self, frames: torch.Tensor) -> bool:
         """Whether :meth:`encode_frames` takes the time-loop path for ``frames``."""
-        if self.recurrence != "auto":
-            return self.recurrence == "loop"
-        return frames.device.type == "cpu" and not _autocast_enabled("cpu")
+        return self.recurrence == "loop" and not _autocast_enabled(frames.device.type)
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames (N, T, input_size)`` -> ``(N, 2*hidden_size)``."""

@@ -1,7 +1,9 @@
-"""The time loop of several GRU cells at once, with a hand-written backward (CPU path).
+"""The time loop of several GRU cells at once, with a hand-written backward (opt-in CPU path).
 
 :class:`~i2md_lib.models.encoders.CausalTwinGRU` runs two GRU cells per layer that read
-the same input forward in time. On a CPU, ``nn.GRU`` steps through time in C++ and its
+the same input forward in time, by default with one whole-sequence ``nn.GRU`` call per
+cell. With ``encoder.recurrence = "loop"`` it uses this module instead. On a CPU,
+``nn.GRU`` steps through time in C++ and its
 autograd graph holds a dozen small nodes per frame; the backward then adds one weight
 gradient per frame. Here both cells of a layer step together and the backward is
 written out by hand:
@@ -19,7 +21,8 @@ written out by hand:
   the end instead of one per frame.
 
 The result equals ``nn.GRU`` (float64 agreement to 1e-12 in ``tests/test_encoders.py``).
-On a GPU the library keeps ``nn.GRU`` (cuDNN), which is faster than any Python loop.
+On a CPU this is faster at small sizes and uses less memory; at the paper's size the two
+paths are level (``benchmarks/results/step.md``). On a GPU keep ``nn_gru`` (cuDNN).
 """
 from __future__ import annotations
 
