@@ -25,8 +25,6 @@ import argparse
 import copy
 import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -38,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import cpu_name  # noqa: E402
+from benchmarks._common import add_step_timing_options, command_line, machine_info  # noqa: E402
 from i2md_lib.models.encoders import CausalTwinGRU, ProjectionHead, flatten_frames  # noqa: E402
 from i2md_lib.skeleton import PARENTS  # noqa: E402
 
@@ -199,20 +197,6 @@ def run_size(name: str, size: Size, device: torch.device, repeats: int, warmup: 
     }
 
 
-def machine_info(device: torch.device) -> dict:
-    cpu = cpu_name()
-    info = {
-        "cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
-        "python": platform.python_version(), "device": str(device),
-        "load_average_at_start": os.getloadavg(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def write_markdown(path: Path, runs: list[dict]) -> None:
     lines = [
         "# One CMD pretraining step: whole-sequence encoder vs per-frame loop",
@@ -263,11 +247,7 @@ def write_markdown(path: Path, runs: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--sizes", default="classroom,paper", help="comma list of " + ", ".join(SIZES))
-    parser.add_argument("--repeats", type=int, default=7, help="timed steps per implementation")
-    parser.add_argument("--paper-repeats", type=int, default=5, help="timed steps at paper size")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation")
+    add_step_timing_options(parser, SIZES, repeats=7, paper_repeats=5)
     parser.add_argument("--out", default=str(RESULTS / "encoder_step"),
                         help="path stem of the .json and .md results ('' to skip writing)")
     parser.add_argument("--note", default="", help="free text under this run in the markdown")
@@ -277,11 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    omp = os.environ.get("OMP_NUM_THREADS")
-    command = (f"OMP_NUM_THREADS={omp} " if omp else "") + shlex.join(
-        [".venv/bin/python", "benchmarks/bench_encoder.py", *(sys.argv[1:] if argv is None else argv)])
     report = {
-        "command": command,
+        "command": command_line("bench_encoder.py", argv),
         "label": args.label, "machine": machine_info(device), "results": {}, "note": args.note,
     }
     for name in args.sizes.split(","):

@@ -36,8 +36,7 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_step import machine_info  # noqa: E402
-from benchmarks._common import write_report  # noqa: E402
+from benchmarks._common import command_line, machine_info, write_report  # noqa: E402
 from i2md_lib.config import ExperimentConfig  # noqa: E402
 from i2md_lib.data.augment import augment_batch  # noqa: E402
 from i2md_lib.data.datasets import PretrainDataset  # noqa: E402
@@ -182,10 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(RESULTS / "loading"), help="path stem of .json/.md ('' = no files)")
     parser.add_argument("--note", default="")
     args = parser.parse_args(argv)
-    omp = os.environ.get("OMP_NUM_THREADS")
-    command = (f"OMP_NUM_THREADS={omp} " if omp else "") + " ".join(
-        [".venv/bin/python benchmarks/bench_loading.py", *(sys.argv[1:] if argv is None else argv)])
-    report = {"command": command, "machine": machine_info(torch.device("cpu")), "note": args.note}
+    report = {"command": command_line("bench_loading.py", argv), "machine": machine_info(torch.device("cpu")), "note": args.note}
     report.update(run(args.clips, args.batches, args.rounds, [int(w) for w in args.workers.split(",")]))
     report["load_average_at_end"] = os.getloadavg()
     for name, r in report["summary"].items():

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import cpu_name, write_report  # noqa: E402
+from benchmarks._common import add_step_timing_options, command_line, machine_info, write_report  # noqa: E402
 from i2md_lib.config import ExperimentConfig  # noqa: E402
 from i2md_lib.models.encoders import SequenceEncoder  # noqa: E402
 from i2md_lib.models.moco import MoCo, build_model  # noqa: E402
@@ -251,17 +250,9 @@ def measure_memory(size: str, device: torch.device, steps: int) -> dict:
 
 
 # -- report ------------------------------------------------------------------------------------
-def machine_info(device: torch.device) -> dict:
-    cpu = cpu_name()
-    info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
-            "python": platform.python_version(), "device": str(device),
-            "load_average_at_start": os.getloadavg()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    info["gemm_gflops"] = gemm_gflops(device)
-    info["commit"] = git_commit()
-    return info
+def step_machine_info(device: torch.device) -> dict:
+    """:func:`machine_info` plus the measured matrix-product speed and the code's commit."""
+    return {**machine_info(device), "gemm_gflops": gemm_gflops(device), "commit": git_commit()}
 
 
 def git_commit() -> str:
@@ -354,11 +345,7 @@ def write_markdown(path: Path, report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--sizes", default="classroom,paper", help="comma list of " + ", ".join(SIZES))
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per implementation")
-    parser.add_argument("--paper-repeats", type=int, default=2, help="timed steps at paper size")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation")
+    add_step_timing_options(parser, SIZES, repeats=5, paper_repeats=2)
     parser.add_argument("--memory-steps", type=int, default=2, help="steps of each memory child")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory children")
     parser.add_argument("--out", default=str(RESULTS / "step"), help="path stem of the .json/.md ('' = no files)")
@@ -383,10 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_child:
         print(json.dumps(memory_child(*args.memory_child, device, args.memory_steps)))
         return
-    omp = os.environ.get("OMP_NUM_THREADS")
-    command = (f"OMP_NUM_THREADS={omp} " if omp else "") + " ".join(
-        [".venv/bin/python benchmarks/bench_step.py", *(sys.argv[1:] if argv is None else argv)])
-    report = {"command": command, "machine": machine_info(device), "times": {}, "memory": {}, "note": args.note}
+    report = {"command": command_line("bench_step.py", argv), "machine": step_machine_info(device), "times": {}, "memory": {}, "note": args.note}
     for size in args.sizes.split(","):
         if size not in SIZES:
             parser.error(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
