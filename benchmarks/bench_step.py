@@ -85,21 +85,19 @@ def config(size: str) -> ExperimentConfig:
 
 
 def build(size: str, implementation: str, device: torch.device, seed: int = 0) -> MoCo:
-    """The CMD model of ``size``; ``per-frame`` swaps every encoder for a per-frame copy."""
+    """The CMD model of ``size`` with ``encoder.recurrence = implementation`` (``loop`` or
+    ``nn_gru``); ``per-frame`` swaps every encoder for a per-frame copy. Same seed, same weights."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown implementation {implementation!r}")
     torch.manual_seed(seed)
-    model = build_model(config(size))
+    cfg = config(size)
+    model = build_model(cfg.replace({"encoder.recurrence": implementation}) if implementation in LIBRARY else cfg)
     if implementation == "per-frame":
         for encoders in (model.encoder_q, model.encoder_k):
             for m in list(encoders):
                 encoders[m] = PerFrameBIGRU.copy_of(encoders[m])
         for p in model.encoder_k.parameters():
             p.requires_grad = False
-    elif implementation in LIBRARY:
-        for encoders in (model.encoder_q, model.encoder_k):
-            for encoder in encoders.values():
-                encoder.recurrence = implementation
-    else:
-        raise ValueError(f"unknown implementation {implementation!r}")
     return model.to(device)
 
 

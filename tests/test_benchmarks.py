@@ -21,3 +21,12 @@ def test_bench_step_runs_every_implementation_and_reports(tmp_path):
     assert "| tiny (smoke) | 2 x 16 |" in markdown and "loop peak / steps add" in markdown
     bench_step.main(["--render", str(stem.with_suffix(".json")), "--note", "A note added later."])
     assert markdown.replace("\n\nRelated", "\n\nA note added later.\n\nRelated") == stem.with_suffix(".md").read_text()
+
+
+def test_bench_step_models_use_the_named_recurrence():
+    cpu = bench_step.torch.device("cpu")
+    for impl in bench_step.LIBRARY:
+        model = bench_step.build("tiny", impl, cpu)
+        assert {e.recurrence for e in [*model.encoder_q.values(), *model.encoder_k.values()]} == {impl}
+    per_frame = bench_step.build("tiny", "per-frame", cpu)
+    assert all(isinstance(e, bench_step.PerFrameBIGRU) for e in per_frame.encoder_q.values())

@@ -3,10 +3,9 @@
 :class:`~i2md_lib.models.encoders.CausalTwinGRU` runs two GRU cells per layer that read
 the same input forward in time, by default with one whole-sequence ``nn.GRU`` call per
 cell. With ``encoder.recurrence = "loop"`` it uses this module instead. On a CPU,
-``nn.GRU`` steps through time in C++ and its
-autograd graph holds a dozen small nodes per frame; the backward then adds one weight
-gradient per frame. Here both cells of a layer step together and the backward is
-written out by hand:
+``nn.GRU`` steps through time in C++ and its autograd graph holds a dozen small nodes
+per frame; the backward then adds one weight gradient per frame. Here both cells of a
+layer step together and the backward is written out by hand:
 
 * forward, per frame: one batched matrix product ``h @ W_hh^T`` for all cells, then
   the gates (PyTorch's gate order r, z, n)::
