@@ -357,12 +357,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.render:
         report = json.loads(Path(args.render).read_text())
         report["note"] = args.note or report.get("note", "")
-        for size, row in report["times"].items():      # runs from before these fields existed
-            row.setdefault("gru_gflop", gru_gflop(size))
-        if "gemm_gflops" not in report["machine"]:
-            torch.set_num_threads(report["machine"]["torch_threads"])
-            report["machine"]["gemm_gflops"] = gemm_gflops(device)
-            report["machine"]["gemm_measured"] = "when the markdown was rendered (--render), not during the run"
         write_report(Path(args.render).with_suffix(""), report, write_markdown)
         return
     if args.memory_child:
