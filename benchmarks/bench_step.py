@@ -48,6 +48,7 @@ from benchmarks._common import add_step_timing_options, command_line, machine_in
 from i2md_lib.config import ExperimentConfig  # noqa: E402
 from i2md_lib.models.encoders import SequenceEncoder  # noqa: E402
 from i2md_lib.models.moco import MoCo, build_model  # noqa: E402
+from i2md_lib.train import train_step  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {"tiny": "smoke", "classroom": "book", "paper": "full"}   # benchmark size -> config profile
@@ -115,10 +116,10 @@ def inputs(size: str, step: int, device: torch.device) -> tuple[torch.Tensor, to
     return (0.3 * torch.randn(shape, generator=g)).to(device), (0.3 * torch.randn(shape, generator=g)).to(device)
 
 
-def train_step(model: MoCo, optimizer: torch.optim.Optimizer, view_q: torch.Tensor,
-               view_k: torch.Tensor) -> float:
-    """One step of the training loop (forward, backward, SGD); the total loss."""
-    terms = model(view_q, view_k)
+def sgd_step(model: MoCo, optimizer: torch.optim.Optimizer, view_q: torch.Tensor,
+             view_k: torch.Tensor) -> float:
+    """One step of the training loop (forward, losses, backward, SGD); the total loss."""
+    terms, _ = train_step(model, model, view_q, view_k, epoch=0)
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
     optimizer.step()
@@ -171,7 +172,7 @@ def time_size(size: str, device: torch.device, repeats: int, warmup: int) -> dic
         for impl in IMPLEMENTATIONS:
             sync(device)
             start, start_cpu = time.perf_counter(), time.process_time()
-            loss = train_step(models[impl], optimizers[impl], view_q, view_k)
+            loss = sgd_step(models[impl], optimizers[impl], view_q, view_k)
             sync(device)
             elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
             losses[impl].append(loss)
@@ -222,7 +223,7 @@ def memory_child(size: str, impl: str, device: torch.device, steps: int) -> dict
     else:
         before = _status_kib("VmRSS") * 1024
     for _ in range(steps):
-        train_step(model, optimizer, view_q, view_k)
+        sgd_step(model, optimizer, view_q, view_k)
     sync(device)
     if device.type == "cuda":
         result.update(kind="cuda max_memory_allocated", peak_mib=torch.cuda.max_memory_allocated(device) / 2**20,
@@ -285,7 +286,7 @@ def write_markdown(path: Path, report: dict) -> None:
                   "`benchmarks/bench_step.py --device cuda` (memory then is `torch.cuda.max_memory_allocated`)."]
     lines += [
         "",
-        "One step = `MoCo.forward` of `pretrain.method=cmd` (joint, motion, bone: query encoder + head "
+        "One step = `train.train_step` of `pretrain.method=cmd` (joint, motion, bone: query encoder + head "
         "with grad, momentum update, key encoder + head, InfoNCE against the queue, the six CMD "
         "distillation terms, enqueue), backward, SGD. All implementations start from the same weights "
         "and see the same inputs, so their losses agree (last column).",

@@ -1,4 +1,11 @@
-"""Small helpers the chapters use to show the library's own code and tables."""
+"""Small helpers the chapters use to show the library's own code and tables.
+
+A chapter shows code with :func:`show_source`; ``between=(first, last)`` keeps the
+lines from the one containing ``first`` to the next one containing ``last``. A
+marker that is not (or no longer) in the code is an error, never a silent
+fallback to the whole listing. ``tests/test_book_listings.py`` checks every
+listing the book shows.
+"""
 from __future__ import annotations
 
 import inspect
@@ -6,19 +13,36 @@ import textwrap
 from typing import Any
 
 
-def show_source(obj: Any, lines: tuple[int, int] | None = None):
-    """Display the source of a library function or class as a highlighted code block.
+def listing(obj: Any, between: tuple[str, str] | None = None) -> str:
+    """The dedented source of a library function or class, or the part ``between`` two markers.
 
-    ``lines`` = (first, last), 1-based and inclusive, keeps only part of it.
+    Raises:
+        ValueError: a marker is missing (the message names the object and the marker).
     """
+    source = textwrap.dedent(inspect.getsource(obj))
+    if between is None:
+        return source.rstrip()
+    first, last = between
+    lines = source.splitlines()
+    start = next((i for i, line in enumerate(lines) if first in line), None)
+    if start is None:
+        raise ValueError(f"{_name(obj)} has no line containing {first!r}: update the chapter's listing")
+    end = next((i for i in range(start, len(lines)) if last in lines[i]), None)
+    if end is None:
+        raise ValueError(f"{_name(obj)} has no line containing {last!r} after {first!r}: "
+                         f"update the chapter's listing")
+    return textwrap.dedent("\n".join(lines[start:end + 1])).rstrip()
+
+
+def show_source(obj: Any, between: tuple[str, str] | None = None):
+    """Display :func:`listing` as a highlighted code block headed by the object's full name."""
     from IPython.display import Markdown
 
-    source = textwrap.dedent(inspect.getsource(obj))
-    if lines is not None:
-        first, last = lines
-        source = "".join(source.splitlines(keepends=True)[first - 1:last])
-    module = inspect.getmodule(obj).__name__
-    return Markdown(f"`{module}.{obj.__qualname__}`\n\n```python\n{source.rstrip()}\n```")
+    return Markdown(f"`{_name(obj)}`\n\n```python\n{listing(obj, between)}\n```")
+
+
+def _name(obj: Any) -> str:
+    return f"{inspect.getmodule(obj).__name__}.{obj.__qualname__}"
 
 
 def profile_banner(cfg) -> None:

@@ -137,26 +137,3 @@ def check_resume_config(path: Path, saved: Mapping[str, Any], cfg: ExperimentCon
             f"resume with the checkpoint's config, start over (--no-resume / resume=False), or "
             f"allow these changes explicitly (--allow-change KEY / allow_changes=[...])"
         )
-
-
-def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu"):
-    """``(cfg, model)`` from a run folder or a checkpoint file; the model is in eval mode.
-
-    ``model`` is a :class:`~i2md_lib.models.moco.MoCo`; its query encoders are
-    :func:`~i2md_lib.models.moco.encoders_for_eval` ``(model)``.
-    """
-    from .models.moco import build_model  # here: models import the config, not the other way
-
-    path = Path(path)
-    file = checkpoint_path(path) if path.is_dir() else path
-    state = load_checkpoint(file, map_location)
-    try:
-        cfg = ExperimentConfig.from_dict(state["config"])
-    except ValueError as e:
-        raise CheckpointError(f"{file}: the stored config is not valid here: {e}") from e
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{file}: model weights do not fit the stored config: {e}") from e
-    return cfg, model.to(map_location).eval()

@@ -27,7 +27,6 @@ and sets ``run=<function(args) -> exit code>``, and call it in :func:`build_pars
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,10 +34,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from .config import PROFILES, ExperimentConfig, _flatten
-
-#: ``i2md_lib.models.moco.METHODS``, repeated so that ``--help`` needs no torch import.
-METHOD_CHOICES: tuple[str, ...] = ("moco", "moco3", "posmining", "cmd", "i2md")
+from .config import DIST_BN_MODES, METHODS, PROFILES, ExperimentConfig, _flatten, launch_environment
 
 #: Errors that are the user's input, not a bug: printed as one line, exit code 1.
 USER_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError,)
@@ -93,7 +89,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        help="scale profile (default: $I2MD_PROFILE, else book)")
     group.add_argument("--config", type=Path, default=None, metavar="FILE",
                        help="YAML file of config values (e.g. a run's config.yaml)")
-    group.add_argument("--method", default=None, choices=METHOD_CHOICES,
+    group.add_argument("--method", default=None, choices=METHODS,
                        help="pretraining method (default: the profile's, cmd)")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one dotted config key, value parsed as YAML (repeatable)")
@@ -172,15 +168,10 @@ def add_pretrain_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-change", action="append", default=[], metavar="KEY",
                         help="config key that may differ from the checkpoint's on resume (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--dist-bn", choices=("global", "shuffle"), default="global",
-                        help="BatchNorm under torchrun: statistics of the global batch (default; the "
-                             "same numbers as one process) or MoCo's shuffle BN")
+    parser.add_argument("--dist-bn", choices=DIST_BN_MODES, default=None,
+                        help="BatchNorm under torchrun (= --set pretrain.dist_bn=...): statistics of the "
+                             "global batch (default; the same numbers as one process) or MoCo's shuffle BN")
     parser.set_defaults(run=run_pretrain)
-
-
-def _rank() -> int:
-    """This process's rank under torchrun (0 otherwise)."""
-    return int(os.environ.get("RANK", "0") or 0)
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -188,15 +179,16 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from .train import pretrain  # lazy: keeps `--help` and `config` fast
 
     cfg = config_from_args(args)
-    main_rank = _rank() == 0
+    if args.dist_bn:
+        cfg = cfg.replace({"pretrain.dist_bn": args.dist_bn})
+    main_rank = launch_environment()["rank"] == 0
     if main_rank:
         print(f"pretraining {cfg.pretrain.method} ({cfg.profile} profile, {cfg.data.dataset}) into {args.run_dir}",
               file=sys.stderr)
     start = time.perf_counter()
     try:
         history = pretrain(cfg, args.run_dir, resume=not args.no_resume, max_steps=args.max_steps,
-                           progress=not args.no_progress, allow_changes=args.allow_change,
-                           dist_bn=args.dist_bn)
+                           progress=not args.no_progress, allow_changes=args.allow_change)
     finally:
         distributed.shutdown()
     seconds = time.perf_counter() - start
@@ -243,12 +235,12 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .checkpoint import load_pretrained
     from .evaluate import evaluate_encoders, results_table
     from .models.moco import encoders_for_eval
+    from .models.pretrained import load_pretrained
     from .utils import atomic_write
 
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if launch_environment()["world_size"] > 1:
         raise ConfigArgumentError("evaluate runs in one process: start it with `python -m i2md_lib evaluate`, "
                                   "not torchrun (use --device to pick a GPU)")
     cfg, model = load_pretrained(args.run_dir)
@@ -331,10 +323,10 @@ def add_experiments_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_experiments(args: argparse.Namespace) -> int:
-    from . import experiments
+    from . import experiments, report
 
     kwargs = {k: v for k, v in (("out_root", args.out), ("runs_root", args.runs)) if v is not None}
     records = experiments.run_suite(args.suite, args.profile, args.seeds, args.variants, jobs=args.jobs,
                                     rerun=args.rerun, **kwargs)
-    print(experiments.summary_table(records).to_string())
+    print(report.summary_table(records).to_string())
     return 0

@@ -22,11 +22,63 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 PROFILES: tuple[str, ...] = ("smoke", "book", "full")
-PROFILE_ENV = "I2MD_PROFILE"
 DEFAULT_PROFILE = "book"
+
+# -- choices of the config fields (one definition each; the CLI and the models read them here)
+#: The skeleton modalities (``i2md_lib.data.modalities`` computes them).
+MODALITIES: tuple[str, ...] = ("joint", "motion", "bone")
+#: Pretraining methods (``PretrainConfig.method``; ``i2md_lib.methods`` composes their losses).
+METHODS: tuple[str, ...] = ("moco", "moco3", "posmining", "cmd", "i2md")
+#: Mixed precision (``PretrainConfig.amp``).
+AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
+#: BatchNorm with several processes (``PretrainConfig.dist_bn``): statistics of the global
+#: batch (the same numbers as one process) or MoCo's shuffle BN.
+DIST_BN_MODES: tuple[str, ...] = ("global", "shuffle")
+
+# -- environment variables the library reads (each read in one place)
+PROFILE_ENV = "I2MD_PROFILE"          # scale profile (active_profile)
+DEVICE_ENV = "I2MD_DEVICE"            # cpu | cuda | cuda:1 ... (utils.get_device)
+DATA_DIR_ENV = "I2MD_DATA_DIR"        # where the synthetic data cache lives
+RESULTS_DIR_ENV = "I2MD_RESULTS_DIR"  # result files of the experiment suites
+RUNS_DIR_ENV = "I2MD_RUNS_DIR"        # run folders (checkpoints, logs)
+DATASET_ENV = "I2MD_DATASET"          # full-scale cells: dataset, benchmark and folder
+BENCHMARK_ENV = "I2MD_BENCHMARK"
+DATA_ROOT_ENV = "I2MD_DATA_ROOT"
+
+#: The repository root (editable install); default home of ``results/`` and ``runs/``.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def results_root() -> Path:
+    """Folder of the experiment result files: ``$I2MD_RESULTS_DIR``, else ``<repo>/results``."""
+    return Path(os.environ.get(RESULTS_DIR_ENV) or REPO_ROOT / "results")
+
+
+def runs_root() -> Path:
+    """Folder of run folders: ``$I2MD_RUNS_DIR``, else ``<repo>/runs``."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or REPO_ROOT / "runs")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def launch_environment() -> dict[str, int]:
+    """``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` as torchrun sets them
+    (defaults: one process). The only place that reads torchrun's variables."""
+    world = _env_int("WORLD_SIZE", 1)
+    return {"rank": _env_int("RANK", 0), "world_size": world, "local_rank": _env_int("LOCAL_RANK", 0),
+            "local_world_size": _env_int("LOCAL_WORLD_SIZE", world)}
 
 
 def active_profile(name: str | None = None) -> str:
@@ -104,7 +156,7 @@ class EncoderConfig:
 class PretrainConfig:
     """Self-supervised pretraining: method, MoCo/CMD settings and optimisation."""
 
-    method: str = "cmd"             # moco | moco3 | posmining | cmd | i2md
+    method: str = "cmd"             # moco | moco3 | posmining | cmd | i2md (METHODS)
     modality: str = "joint"         # stream trained by the single-modality method
     queue_size: int = 16384         # K
     momentum: float = 0.999         # key-encoder EMA
@@ -135,8 +187,25 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     seed: int = 42
     checkpoint_every: int = 10      # epochs between checkpoints
-    amp: str = "none"               # none | bf16 | fp16
+    amp: str = "none"               # none | bf16 | fp16 (AMP_MODES)
+    dist_bn: str = "global"         # BatchNorm under torchrun: global | shuffle (DIST_BN_MODES)
     device: str | None = None       # None: CUDA when available, else CPU
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities the method trains: one for ``moco``, all three otherwise."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown pretraining method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method == "moco":
+            if self.modality not in MODALITIES:
+                raise ValueError(f"unknown modality {self.modality!r}; choose one of {', '.join(MODALITIES)}")
+            return (self.modality,)
+        return MODALITIES
+
+    @property
+    def has_cluster_branch(self) -> bool:
+        """Whether the method adds I²MD's cluster-level branch (a second head and queue per modality)."""
+        return self.method == "i2md"
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,20 @@ training loop. :func:`i2md_lib.train.pretrain` then
   ``(seed, epoch)`` alone and a run resumes exactly, with any number of processes;
 * wraps the model in ``DistributedDataParallel``: gradients of the query side are
   averaged over the ranks, so every rank takes the same SGD step;
-* gathers the keys of all ranks before they enter the queues (:class:`GatherExchange`),
+* gathers the keys of all ranks before they enter the queues
+  (:class:`~i2md_lib.exchange.GatherExchange`),
   so every rank holds the same queues -- the CMD/I²MD losses need the whole queue and
   only the rank's own queries;
 * normalises with statistics of the *global* batch (:class:`GlobalBatchNorm`, for the
   encoders' input BatchNorm), so that N processes compute what one process computes
   with the whole batch, up to float rounding. MoCo's shuffle BN
-  (:class:`ShuffleExchange`, ``dist_bn="shuffle"``) is the alternative: per-rank
+  (:class:`~i2md_lib.exchange.ShuffleExchange`, ``pretrain.dist_bn="shuffle"``) is the alternative: per-rank
   statistics, and the key encoder sees a batch shuffled across the ranks.
 
 A single process (no torchrun, or ``--nproc_per_node=1``) never touches
-``torch.distributed``: :class:`BatchExchange` does nothing and the model is not wrapped.
+``torch.distributed``: the model's :class:`~i2md_lib.exchange.BatchExchange` does nothing
+and the model is not wrapped. :mod:`i2md_lib.launch` starts several local processes
+without torchrun (tests, the book).
 """
 from __future__ import annotations
 
@@ -28,20 +31,17 @@ import contextlib
 import datetime
 import inspect
 import os
-import socket
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .config import DIST_BN_MODES, launch_environment
+from .exchange import GatherExchange, ShuffleExchange
 from .utils import get_device
 
-#: ``dist_bn`` choices: global batch statistics (matches one process) or MoCo's shuffle BN.
-BN_MODES: tuple[str, ...] = ("global", "shuffle")
 
 
 # ----------------------------------------------------------------------------
@@ -104,23 +104,6 @@ class DistContext:
         both = torch.stack([torch.where(finite, values, torch.zeros_like(values)), finite.to(values.dtype)])
         dist.all_reduce(both)
         return both[0] / both[1]   # NaN where no rank had a number
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
-
-
-def launch_environment() -> dict[str, int]:
-    """``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` as torchrun sets them (defaults: one process)."""
-    world = _env_int("WORLD_SIZE", 1)
-    return {"rank": _env_int("RANK", 0), "world_size": world, "local_rank": _env_int("LOCAL_RANK", 0),
-            "local_world_size": _env_int("LOCAL_WORLD_SIZE", world)}
 
 
 def _rank_device(preferred: str | None, local_rank: int) -> torch.device:
@@ -228,82 +211,6 @@ def shard_batch(batch: Sequence[int], rank: int, world_size: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------
-# Exchanging rows between ranks (used inside MoCo.forward)
-# ----------------------------------------------------------------------------
-
-
-class BatchExchange:
-    """How :class:`~i2md_lib.models.moco.MoCo` shares a batch with other processes.
-
-    This base class is the single process: nothing is exchanged.
-    """
-
-    def gather(self, rows: Tensor) -> Tensor:
-        """All ranks' ``rows (n, ...)`` stacked in rank order: ``(world_size * n, ...)``."""
-        return rows
-
-    def shuffle(self, view_k: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
-        """The key views this rank encodes, and the function that puts their keys back in order."""
-        return view_k, _identity
-
-    def set_step(self, step: int) -> None:
-        """The optimizer step about to run (seeds the shuffle of :class:`ShuffleExchange`)."""
-
-
-def _identity(rows: Tensor) -> Tensor:
-    return rows
-
-
-class GatherExchange(BatchExchange):
-    """Several processes: :meth:`gather` is an ``all_gather`` (no gradient flows through it)."""
-
-    def __init__(self, ctx: DistContext) -> None:
-        self.ctx = ctx
-
-    @torch.no_grad()
-    def gather(self, rows: Tensor) -> Tensor:
-        rows = rows.contiguous()
-        parts = [torch.empty_like(rows) for _ in range(self.ctx.world_size)]
-        dist.all_gather(parts, rows)
-        return torch.cat(parts)
-
-
-class ShuffleExchange(GatherExchange):
-    """MoCo's shuffle BN: the key encoder sees a batch shuffled across all ranks.
-
-    Each rank's BatchNorm statistics then mix clips of other ranks' queries, so the
-    key and the query of a clip are not normalised with the same batch (MoCo's remedy
-    for BN "cheating" on several GPUs). The permutation of step ``s`` is seeded by
-    ``(seed, s)`` on every rank alike, so it needs no communication and resumes exactly.
-    Results depend on the number of processes.
-    """
-
-    def __init__(self, ctx: DistContext, seed: int) -> None:
-        super().__init__(ctx)
-        self.seed, self.step = int(seed), 0
-
-    def set_step(self, step: int) -> None:
-        self.step = int(step)
-
-    @torch.no_grad()
-    def shuffle(self, view_k: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
-        everything = self.gather(view_k)                                     # (N, C, T, V, M)
-        n, size = len(everything), len(view_k)
-        seed = int(np.random.SeedSequence([self.seed, self.step, 7]).generate_state(1, np.uint64)[0] >> 1)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(view_k.device)
-        mine = slice(self.ctx.rank * size, (self.ctx.rank + 1) * size)
-
-        def unshuffle(keys: Tensor) -> Tensor:
-            """This rank's shuffled keys ``(n, D)`` -> the keys of its own clips, in order."""
-            shuffled = self.gather(keys)          # row j: the key of clip order[j]
-            restored = torch.empty_like(shuffled)
-            restored[order] = shuffled
-            return restored[mine]
-
-        return everything[order[mine]], unshuffle
-
-
-# ----------------------------------------------------------------------------
 # BatchNorm over the global batch
 # ----------------------------------------------------------------------------
 
@@ -402,15 +309,15 @@ def prepare_model(model: nn.Module, ctx: DistContext, bn_mode: str, seed: int) -
     :class:`GlobalBatchNorm` and gathers keys; ``"shuffle"`` keeps per-rank BatchNorm and
     shuffles the key batch across ranks (MoCo). Call before building the optimizer.
     """
-    if bn_mode not in BN_MODES:
-        raise ValueError(f"dist_bn must be one of {', '.join(BN_MODES)}, got {bn_mode!r}")
+    if bn_mode not in DIST_BN_MODES:
+        raise ValueError(f"pretrain.dist_bn must be one of {', '.join(DIST_BN_MODES)}, got {bn_mode!r}")
     if not ctx.enabled:
         return model
     if bn_mode == "global":
         convert_to_global_batchnorm(model)
-        model.exchange = GatherExchange(ctx)
+        model.exchange = GatherExchange(ctx.rank, ctx.world_size)
     else:
-        model.exchange = ShuffleExchange(ctx, seed)
+        model.exchange = ShuffleExchange(ctx.rank, ctx.world_size, seed)
     return model
 
 
@@ -429,54 +336,3 @@ def wrap_ddp(model: nn.Module, ctx: DistContext) -> nn.Module:
                       if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
                       else {"broadcast_buffers": False})   # older torch
     return ddp(model, device_ids=device_ids, **no_buffer_sync)
-
-
-# ----------------------------------------------------------------------------
-# Running several local processes without torchrun (tests, the book)
-# ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (for ``MASTER_PORT``)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _spawned_rank(rank: int, world_size: int, port: int, threads: int, fn: Callable, args: tuple) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-                       "LOCAL_WORLD_SIZE": str(world_size)})
-    torch.set_num_threads(threads)
-    try:
-        fn(rank, *args)
-    finally:
-        shutdown()
-
-
-def run_local_processes(fn: Callable[..., None], world_size: int, args: tuple = (), threads: int = 1) -> None:
-    """Run ``fn(rank, *args)`` in ``world_size`` fresh processes with torchrun's environment
-    variables set (one node, CPU or one GPU each), and wait for all of them.
-
-    ``fn`` must be importable (a module-level function). If one process fails, the
-    others are stopped and the error is raised here.
-    """
-    import torch.multiprocessing as mp
-
-    mp.spawn(_spawned_rank, args=(world_size, free_port(), threads, fn, args), nprocs=world_size, join=True)
-
-
-def _pretrain_rank(rank: int, cfg: Any, run_dir: str | Path, kwargs: dict[str, Any]) -> None:
-    """A rank of :func:`i2md_lib.train.pretrain` (target of :func:`run_local_processes`)."""
-    from .train import pretrain
-
-    pretrain(cfg, run_dir, progress=False, **kwargs)
-
-
-def pretrain_with_processes(cfg: Any, run_dir: str | Path, world_size: int, threads: int = 1,
-                            **kwargs: Any) -> None:
-    """Pretrain ``cfg`` into ``run_dir`` with ``world_size`` local CPU/GPU processes, as
-    ``torchrun --nproc_per_node=world_size`` would; ``kwargs`` go to ``pretrain``
-    (``arrays``, ``max_steps``, ``dist_bn``, ``resume``, ...). Read the results from
-    ``run_dir`` (rank 0 wrote them)."""
-    run_local_processes(_pretrain_rank, world_size, (cfg, str(run_dir), kwargs), threads)

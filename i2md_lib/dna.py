@@ -23,14 +23,24 @@ instance-level InfoNCE: this is also what happens during the warm-up epochs.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
+class Selection(NamedTuple):
+    """Which queue entries DNA took as an anchor's neighbours; each field ``(N, k)``."""
+
+    index: Tensor        # candidate queue slots, most similar first
+    similarity: Tensor   # their cosine similarity to the anchor (in the branch's own space)
+    selected: Tensor     # bool, which candidates the gates kept
+
+
 @torch.no_grad()
 def select_neighbors(key: Tensor, queue: Tensor, max_neighbors: int, threshold: float,
-                     margin: float) -> tuple[Tensor, Tensor, Tensor]:
+                     margin: float) -> Selection:
     """Pick each anchor's highly-correlated queue entries.
 
     Args:
@@ -49,11 +59,11 @@ def select_neighbors(key: Tensor, queue: Tensor, max_neighbors: int, threshold: 
     k = min(max_neighbors, len(queue))
     if k <= 0:
         empty = key.new_zeros((len(key), 0))
-        return empty.long(), empty, empty.bool()
+        return Selection(empty.long(), empty, empty.bool())
     similarity, index = (key @ queue.T).topk(k, dim=1)              # (N, k) each
     best = similarity[:, :1]                                          # (N, 1)
     selected = (similarity >= threshold) & (similarity >= best - margin)
-    return index, similarity, selected
+    return Selection(index, similarity, selected)
 
 
 def aggregate_neighbors(key: Tensor, queue: Tensor, index: Tensor, similarity: Tensor,
@@ -102,17 +112,30 @@ def cluster_infonce(query: Tensor, positive: Tensor, queue: Tensor, index: Tenso
 
 
 def dna_loss(query: Tensor, key: Tensor, queue: Tensor, max_neighbors: int, threshold: float,
-             margin: float, tau: float, temperature: float) -> tuple[Tensor, dict[str, Tensor]]:
+             margin: float, tau: float, temperature: float, rank_key: Tensor | None = None,
+             rank_queue: Tensor | None = None) -> tuple[Tensor, Selection]:
     """The whole cluster-level branch loss of one modality: select, aggregate, contrast.
 
     Args:
         query: ``(N, D)`` cluster-branch queries; key: ``(N, D)`` cluster-branch keys;
         queue: ``(K, D)`` the cluster-branch queue. Other arguments: see the functions above.
+        rank_key, rank_queue: rank the neighbours in another space (e.g. the instance
+            branch's keys ``(N, D')`` and queue ``(K, D')``, whose slot ``i`` holds the same
+            clip); the aggregation weights still use the cluster-branch similarities.
+            Default: the cluster branch itself.
 
     Returns:
-        The scalar loss and ``{"index", "selected"}`` ``(N, k)`` for diagnostics.
+        The scalar loss and the :class:`Selection` (slots ranked in the rank space,
+        similarities in the cluster space).
     """
-    index, similarity, selected = select_neighbors(key, queue, max_neighbors, threshold, margin)
-    positive = aggregate_neighbors(key, queue, index, similarity, selected, tau)
-    loss = cluster_infonce(query, positive, queue, index, selected, temperature)
-    return loss, {"index": index, "selected": selected}
+    if (rank_key is None) != (rank_queue is None):
+        raise ValueError("give both rank_key and rank_queue, or neither")
+    if rank_key is None:
+        selection = select_neighbors(key, queue, max_neighbors, threshold, margin)
+    else:
+        ranked = select_neighbors(rank_key, rank_queue, max_neighbors, threshold, margin)
+        similarity = (key.unsqueeze(1) * queue[ranked.index]).sum(2)          # (N, k) cluster space
+        selection = Selection(ranked.index, similarity, ranked.selected)
+    positive = aggregate_neighbors(key, queue, *selection, tau)
+    loss = cluster_infonce(query, positive, queue, selection.index, selection.selected, temperature)
+    return loss, selection

@@ -27,17 +27,18 @@ from __future__ import annotations
 
 from .eval.classifier import StreamClassifier, new_linear_head, train_and_track
 from .eval.ensemble import ensemble_classifiers, knn_ensemble
-from .eval.features import clip_loader, encode_loader, extract_features, frozen
+from .eval.features import SplitFeatures, clip_loader, encode_loader, extract_features, frozen, split_features
 from .eval.finetune import finetune_eval, semi_supervised_eval
 from .eval.knn import concat_normalised, knn_accuracy, knn_eval, l2_normalise
-from .eval.linear import SplitFeatures, feature_batches, linear_eval, split_features
+from .eval.linear import feature_batches, linear_eval
 from .eval.results import (SELECT_RULES, ClassifierResult, EvalPoint, KnnResult, SemiResult,
                            select_index, summarise_curve, topk_accuracy)
+from .eval.setup import EvalSetup
 from .eval.splits import allocate_per_class, label_fraction_subset, stratified_val_split
 from .eval.suite import PROTOCOLS, evaluate_encoders, results_table, transfer_eval
 
 __all__ = [
-    "PROTOCOLS", "SELECT_RULES", "ClassifierResult", "EvalPoint", "KnnResult", "SemiResult",
+    "PROTOCOLS", "SELECT_RULES", "ClassifierResult", "EvalPoint", "EvalSetup", "KnnResult", "SemiResult",
     "SplitFeatures", "StreamClassifier", "allocate_per_class", "clip_loader", "concat_normalised",
     "encode_loader", "ensemble_classifiers", "evaluate_encoders", "extract_features",
     "feature_batches", "finetune_eval", "frozen", "knn_accuracy", "knn_ensemble", "knn_eval",

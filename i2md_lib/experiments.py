@@ -28,14 +28,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from .config import ExperimentConfig, active_profile
+from .config import REPO_ROOT, ExperimentConfig, active_profile, results_root, runs_root
 from .utils import atomic_write, set_seed
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-#: Result files and run folders; ``I2MD_RESULTS_DIR`` / ``I2MD_RUNS_DIR`` move them
-#: (the test suite gives every worker its own, fresh folders).
-RESULTS_DIR = Path(os.environ.get("I2MD_RESULTS_DIR") or REPO_ROOT / "results")
-RUNS_DIR = Path(os.environ.get("I2MD_RUNS_DIR") or REPO_ROOT / "runs")
+#: Result files and run folders live under ``config.results_root()`` / ``config.runs_root()``
+#: (``I2MD_RESULTS_DIR`` / ``I2MD_RUNS_DIR`` move them; the tests give every worker its own).
 PROTOCOLS = ("knn", "linear", "semi")
 
 
@@ -89,14 +86,15 @@ def variant_config(variant: Variant, profile: str | None, seed: int,
     return cfg.replace(dict(overrides or {}))
 
 
-def result_path(profile: str, suite: str, variant: str, seed: int, root: Path = RESULTS_DIR) -> Path:
-    return Path(root) / profile / suite / variant / f"seed{seed}.json"
+def result_path(profile: str, suite: str, variant: str, seed: int, root: Path | None = None) -> Path:
+    """``<results>/<profile>/<suite>/<variant>/seed<k>.json``."""
+    return Path(root or results_root()) / profile / suite / variant / f"seed{seed}.json"
 
 
 def run_dir(suite: str, variant: str, seed: int = 0, profile: str | None = None,
-            root: Path = RUNS_DIR) -> Path:
+            root: Path | None = None) -> Path:
     """The run folder (config, log.csv, checkpoint) of one suite run."""
-    return Path(root) / active_profile(profile) / suite / variant / f"seed{seed}"
+    return Path(root or runs_root()) / active_profile(profile) / suite / variant / f"seed{seed}"
 
 
 def git_commit() -> dict[str, Any]:
@@ -119,35 +117,26 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Path = RESULTS_DIR,
-            runs_root: Path = RUNS_DIR, protocols: Sequence[str] = PROTOCOLS,
+def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Path | None = None,
+            runs_root: Path | None = None, protocols: Sequence[str] = PROTOCOLS,
             overrides: Mapping[str, Any] | None = None, threads: int | None = None,
             command: str | None = None) -> dict[str, Any]:
     """Pretrain (unless ``variant.pretrain`` is false) and evaluate one variant with one seed.
 
     Writes and returns the result record (see the module docstring).
     """
-    from .checkpoint import load_pretrained
-    from .eval.suite import evaluate_encoders, results_table
-    from .models.moco import build_model, encoders_for_eval
-    from .train import pretrain
+    from .pipeline import evaluate_model, pretrained_model
 
     if threads:
         torch.set_num_threads(threads)
     cfg = variant_config(variant, profile, seed, overrides)
     folder = run_dir(suite, variant.name, seed, profile, runs_root)
     start = time.perf_counter()
-    if variant.pretrain:
-        history = pretrain(cfg, folder, progress=False)
-        _, model = load_pretrained(folder)
-        final = dict(history[-1]) if history else {}
-    else:
-        set_seed(seed)
-        model, final = build_model(cfg), {}
+    model, history = pretrained_model(cfg, folder if variant.pretrain else None)
+    final = dict(history[-1]) if history else {}
     pretrain_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    results = evaluate_encoders(encoders_for_eval(model), cfg, protocols=tuple(protocols),
-                                augment=False, progress=False)
+    metrics = evaluate_model(model, cfg, protocols)
     record = {
         "suite": suite, "variant": variant.name, "label": variant.label or variant.name,
         "seed": seed, "profile": profile, "overrides": dict(variant.overrides),
@@ -156,12 +145,12 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pretrain_seconds": round(pretrain_seconds, 1), "eval_seconds": round(time.perf_counter() - start, 1),
         "final_log_row": final, "config": cfg.to_dict(), "config_digest": cfg.digest(),
-        "metrics": results_table(results),
+        "metrics": metrics,
     }
     path = result_path(profile, suite, variant.name, seed, out_root)
     if seed == seeds_with_embedding(profile):
         modality = "joint" if "joint" in model.modalities else model.modalities[0]
-        embedding = tsne_embedding(encoders_for_eval(model)[modality], modality, cfg)
+        embedding = tsne_embedding(model.encoders("query")[modality], modality, cfg)
         atomic_write(embedding_path(path), lambda tmp: tmp.write_text(json.dumps(embedding)))
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=_jsonable)))
     return record
@@ -198,7 +187,7 @@ def tsne_embedding(encoder, modality: str, cfg: ExperimentConfig, max_points: in
     return {"modality": modality, "xy": np.round(xy, 3).tolist(), "labels": labels.tolist()}
 
 
-def load_embedding(profile: str, suite: str, variant: str, root: Path = RESULTS_DIR) -> dict[str, Any]:
+def load_embedding(profile: str, suite: str, variant: str, root: Path | None = None) -> dict[str, Any]:
     """The stored t-SNE picture of ``variant`` (seed 0), see :func:`tsne_embedding`."""
     seed = seeds_with_embedding(profile)
     return json.loads(embedding_path(result_path(profile, suite, variant, seed, root)).read_text())
@@ -213,8 +202,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def run_suite(suite: str, profile: str | None = None, seeds: Iterable[int] = (0, 1, 2),
-              variants: Sequence[str] | None = None, out_root: Path = RESULTS_DIR,
-              runs_root: Path = RUNS_DIR, jobs: int = 1, protocols: Sequence[str] = PROTOCOLS,
+              variants: Sequence[str] | None = None, out_root: Path | None = None,
+              runs_root: Path | None = None, jobs: int = 1, protocols: Sequence[str] = PROTOCOLS,
               overrides: Mapping[str, Any] | None = None, rerun: bool = False,
               command: str | None = None) -> list[dict[str, Any]]:
     """Run every (variant, seed) of ``suite`` whose result file is missing or stale.
@@ -296,66 +285,19 @@ def suite_results(suite: str, profile: str | None = None, seeds: Iterable[int] |
     return run_suite(suite, profile, seeds, variants, **kwargs)
 
 
-def metrics_frame(records: Sequence[Mapping[str, Any]]):
-    """All metric rows of ``records`` as one pandas DataFrame (variant, label, seed + metric columns)."""
-    import pandas as pd
-
-    rows = [{"variant": r["variant"], "label": r["label"], "seed": r["seed"], **m}
-            for r in records for m in r["metrics"]]
-    return pd.DataFrame(rows)
-
-
-def summary_table(records: Sequence[Mapping[str, Any]], digits: int = 1):
-    """Mean ± std over seeds of the headline numbers: kNN (k=1) and linear per stream,
-    and semi-supervised (joint) per label fraction. One row per variant, in suite order."""
-    import pandas as pd
-
-    frame = metrics_frame(records)
-    frame["value"] = frame.get("top1@k=1")
-    linear = frame["protocol"].isin(["linear", "linear_fast"])
-    frame.loc[linear, "value"] = frame.loc[linear, "top1"]
-    semi = frame["protocol"] == "semi"
-    if semi.any():
-        frame.loc[semi, "value"] = frame.loc[semi, "top1_mean"]
-        frame.loc[semi, "modality"] = frame.loc[semi, "fraction"].map(lambda f: f"{f:.0%} labels")
-    frame["column"] = frame["protocol"].replace({"linear_fast": "linear"}) + " " + frame["modality"]
-    order = list(dict.fromkeys(frame["label"]))
-    grouped = frame.groupby(["label", "column"])["value"]
-    mean, std, count = grouped.mean().unstack(), grouped.std(ddof=1).unstack(), grouped.count().unstack()
-
-    def cell(m: float, s: float, n: int) -> str:
-        if pd.isna(m):
-            return ""
-        return f"{m:.{digits}f}" if n < 2 or pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
-
-    table = pd.DataFrame({c: [cell(mean.loc[v, c], std.loc[v, c], count.loc[v, c]) for v in order]
-                          for c in mean.columns}, index=order)
-    streams = ("joint", "motion", "bone", "ensemble")
-    preferred = [f"{p} {s}" for p in ("knn", "linear") for s in streams if f"{p} {s}" in table.columns]
-    preferred += sorted((c for c in table.columns if c.startswith("semi")),
-                        key=lambda c: float(c.split()[1].rstrip("%")))
-    return table[preferred]
-
-
 def trained_model(suite: str, variant: str, seed: int = 0, profile: str | None = None,
-                  runs_root: Path = RUNS_DIR, progress: bool = True):
+                  runs_root: Path | None = None, progress: bool = True):
     """``(cfg, model)`` of one suite run, pretraining it first if needed.
 
     The run folder is the one :func:`run_suite` uses, so a chapter reuses what
     ``make results`` trained (a finished checkpoint resumes to the end at once) and
     otherwise trains the same run itself.
     """
-    from .checkpoint import load_pretrained
-    from .models.moco import build_model
-    from .train import pretrain
+    from .pipeline import pretrained_model
 
     profile = active_profile(profile)
     chosen = _variants(suite, [variant])[0]
     cfg = variant_config(chosen, profile, seed)
-    if not chosen.pretrain:
-        set_seed(seed)
-        return cfg, build_model(cfg)
-    folder = run_dir(suite, chosen.name, seed, profile, runs_root)
-    pretrain(cfg, folder, progress=progress)
-    _, model = load_pretrained(folder)
+    folder = run_dir(suite, chosen.name, seed, profile, runs_root) if chosen.pretrain else None
+    model, _ = pretrained_model(cfg, folder, progress=progress)
     return cfg, model

@@ -30,12 +30,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .config import ExperimentConfig, active_profile
+from .config import (BENCHMARK_ENV, DATA_ROOT_ENV, DATASET_ENV, DEVICE_ENV, REPO_ROOT, ExperimentConfig,
+                     active_profile, launch_environment)
+from .config import runs_root as config_runs_root
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK_RESULTS = REPO_ROOT / "benchmarks" / "results"
-RUNS_DIR = REPO_ROOT / "runs"
-DATASET_ENV, DATA_ROOT_ENV, BENCHMARK_ENV = "I2MD_DATASET", "I2MD_DATA_ROOT", "I2MD_BENCHMARK"
 
 #: (train, test) clips of the NTU benchmarks after dropping the samples with missing
 #: skeletons: the counts widely reported in the literature (not measured here).
@@ -86,7 +85,7 @@ def _cuda_available() -> bool:
 
 def _world_size() -> int:
     try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+        return max(1, launch_environment()["world_size"])
     except ValueError:
         return 1
 
@@ -152,7 +151,7 @@ def check_full_scale(cfg: ExperimentConfig, world_size: int | None = None,
     p, problems = cfg.pretrain, check_data(cfg)
     world = world_size or _world_size()
     cuda = _cuda_available()
-    wants = (p.device or os.environ.get("I2MD_DEVICE") or ("cuda" if cuda else "")).split(":")[0]
+    wants = (p.device or os.environ.get(DEVICE_ENV) or ("cuda" if cuda else "")).split(":")[0]
     if wants == "cuda" and not cuda:
         problems.append(f"pretrain.device={p.device!r} asks for CUDA, but torch sees no CUDA GPU here")
     elif wants == "" and cfg.profile == "full":
@@ -325,7 +324,7 @@ def _yaml(value: Any) -> str:
 
 def full_scale_cell(name: str, overrides: Mapping[str, Any] | None = None,
                     protocols: Sequence[str] = ("knn", "linear"), progress: bool = True,
-                    runs_root: str | Path = RUNS_DIR) -> dict[str, Any]:
+                    runs_root: str | Path | None = None) -> dict[str, Any]:
     """A chapter's full-scale cell: the paper's run under ``I2MD_PROFILE=full``, a tiny one otherwise.
 
     Args:
@@ -341,7 +340,7 @@ def full_scale_cell(name: str, overrides: Mapping[str, Any] | None = None,
     profile = active_profile()
     full = full_scale_config(overrides, "full")
     problems = check_full_scale(full)
-    run_dir = Path(runs_root) / "full" / name
+    run_dir = Path(runs_root or config_runs_root()) / "full" / name
     out: dict[str, Any] = {"profile": profile, "problems": problems, "ran": False, "run_dir": None,
                            "history": [], "results": []}
     if profile == "full":
@@ -370,16 +369,11 @@ def full_scale_cell(name: str, overrides: Mapping[str, Any] | None = None,
 
 def _run(cfg: ExperimentConfig, run_dir: Path, protocols: Sequence[str], progress: bool,
          out: dict[str, Any], augment: bool) -> dict[str, Any]:
-    from .checkpoint import load_pretrained
-    from .eval.suite import evaluate_encoders, results_table
-    from .models.moco import encoders_for_eval
-    from .train import pretrain
+    from .pipeline import evaluate_model, pretrained_model
 
-    history = pretrain(cfg, run_dir, progress=progress)
-    _, model = load_pretrained(run_dir)
-    results = evaluate_encoders(encoders_for_eval(model), cfg, tuple(protocols), augment=augment,
-                                progress=progress)
-    out.update(ran=True, run_dir=str(run_dir), history=history, results=results_table(results))
+    model, history = pretrained_model(cfg, run_dir, progress=progress)
+    rows = evaluate_model(model, cfg, protocols, augment=augment, progress=progress)
+    out.update(ran=True, run_dir=str(run_dir), history=history, results=rows)
     for row in out["results"]:
         if row.get("modality") != "ensemble":
             continue

@@ -4,7 +4,7 @@
 
 * ``config.yaml`` -- the resolved config (``ExperimentConfig.from_dict`` reads it back);
 * ``log.csv``     -- one row per optimizer step: step, epoch, lr, every loss term and
-  the diagnostics of :func:`i2md_lib.models.moco.contrast_stats`;
+  the diagnostics of :func:`i2md_lib.diagnostics.step_stats`;
 * ``checkpoint.pt`` -- see :mod:`i2md_lib.checkpoint`, written every
   ``checkpoint_every`` epochs, at the end, and where ``max_steps`` stops a run.
 
@@ -40,12 +40,12 @@ from tqdm import tqdm
 from .checkpoint import (CHECKPOINT_FORMAT, CONFIG_NAME, ConfigMismatchError, capture_rng_state,
                          check_resume_config, checkpoint_path, load_checkpoint, restore_rng_state,
                          save_checkpoint)
-from .checkpoint import load_pretrained  # noqa: F401  (re-exported: train -> load the result)
-from .config import ExperimentConfig
-from . import distributed
+from .config import AMP_MODES, ExperimentConfig
+from . import diagnostics, distributed
 from .data.datasets import EpochShuffleSampler, PretrainDataset, load_arrays
 from .data.store import SkeletonArrays
-from .models.moco import build_model
+from .methods import method_loss
+from .models.moco import MoCo, build_model
 from .utils import atomic_write, set_seed
 
 LOG_NAME = "log.csv"
@@ -59,7 +59,6 @@ def pretrain(
     progress: bool = True,
     allow_changes: Iterable[str] = (),
     arrays: SkeletonArrays | None = None,
-    dist_bn: str = "global",
 ) -> list[dict[str, float]]:
     """Pretrain ``cfg.pretrain.method`` on the train split of ``cfg.data``.
 
@@ -74,20 +73,17 @@ def pretrain(
         allow_changes: dotted config keys that may differ from the checkpoint's
             config on resume (e.g. ``["pretrain.epochs"]``).
         arrays: train on these clips instead of ``load_arrays(cfg.data, "train")``.
-        dist_bn: BatchNorm with several processes (torchrun): ``"global"`` statistics
-            of the whole batch (the same numbers as one process) or MoCo's ``"shuffle"``
-            BN. Ignored in a single process.
 
     Returns:
         The whole run's log so far: one dict per step (``pandas.DataFrame(history)``).
     """
     with distributed.process_group(cfg.pretrain.device) as ctx:
-        return _pretrain(cfg, Path(run_dir), resume, max_steps, progress, allow_changes, arrays, dist_bn, ctx)
+        return training_loop(cfg, Path(run_dir), resume, max_steps, progress, allow_changes, arrays, ctx)
 
 
-def _pretrain(cfg: ExperimentConfig, run_dir: Path, resume: bool, max_steps: int | None, progress: bool,
-              allow_changes: Iterable[str], arrays: SkeletonArrays | None, dist_bn: str,
-              ctx: distributed.DistContext) -> list[dict[str, float]]:
+def training_loop(cfg: ExperimentConfig, run_dir: Path, resume: bool, max_steps: int | None, progress: bool,
+                  allow_changes: Iterable[str], arrays: SkeletonArrays | None,
+                  ctx: distributed.DistContext) -> list[dict[str, float]]:
     """:func:`pretrain` in the process ``ctx`` (one of several under torchrun)."""
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -107,9 +103,9 @@ def _pretrain(cfg: ExperimentConfig, run_dir: Path, resume: bool, max_steps: int
                          f"the {ctx.world_size} processes")
 
     model = build_model(cfg).to(device)
-    model.set_label_lookup(dataset.arrays.labels)   # diagnostics only (DNA neighbour purity)
-    distributed.prepare_model(model, ctx, dist_bn, p.seed)   # several processes: global BN, key gather
-    run_layout = {"world_size": ctx.world_size, "dist_bn": dist_bn if ctx.enabled else "none"}
+    labels = torch.as_tensor(dataset.arrays.labels, dtype=torch.long, device=device)   # diagnostics only
+    distributed.prepare_model(model, ctx, p.dist_bn, p.seed)   # several processes: global BN, key gather
+    run_layout = {"world_size": ctx.world_size, "dist_bn": p.dist_bn if ctx.enabled else "none"}
     optimizer = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=p.lr,
                                 momentum=p.sgd_momentum, weight_decay=p.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(p.lr_milestones), p.lr_gamma)
@@ -160,14 +156,14 @@ def _pretrain(cfg: ExperimentConfig, run_dir: Path, resume: bool, max_steps: int
                 view_q, view_k = view_q.to(device, non_blocking=True), view_k.to(device, non_blocking=True)
                 model.exchange.set_step(step)
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    terms = step_model(view_q, view_k, epoch=epoch, index=index)   # loss terms, "total" included
+                    terms, stats = train_step(model, step_model, view_q, view_k, epoch, index, labels)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(terms["total"]).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 step, batch_in_epoch = step + 1, batch_in_epoch + 1
                 row = {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                       **to_floats({**terms, **model.last_stats}, ctx.mean_over_ranks)}
+                       **to_floats({**terms, **stats}, ctx.mean_over_ranks)}
                 log.append(row)
                 bar.set_postfix(loss=f"{row['total']:.3f}")
                 if stop():
@@ -179,6 +175,32 @@ def _pretrain(cfg: ExperimentConfig, run_dir: Path, resume: bool, max_steps: int
             if (epoch_done and (epoch % p.checkpoint_every == 0 or epoch == p.epochs)) or stop():
                 checkpoint()
     return log.rows
+
+
+def train_step(model: MoCo, step_model: torch.nn.Module, view_q: torch.Tensor, view_k: torch.Tensor,
+               epoch: int, index: torch.Tensor | None = None, labels: torch.Tensor | None = None
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One MoCo step of the method: embeddings, loss terms, diagnostics, then the keys enter the queues.
+
+    Args:
+        model: the :class:`~i2md_lib.models.moco.MoCo`; ``step_model`` is the same model or
+            its ``DistributedDataParallel`` wrapper (what runs the forward pass).
+        view_q, view_k: two augmented joint views ``(N, C, T, V, M)``.
+        epoch: the current epoch (warm-ups and start epochs of the methods).
+        index: ``(N,)`` the clips' dataset indices and ``labels`` ``(num_clips,)`` the training
+            labels: diagnostics only (which clip sits in which queue slot, neighbour purity).
+
+    Returns:
+        ``(terms, stats)``: the method's loss terms (``"total"`` is the one to minimise) and
+        the detached diagnostics of :func:`i2md_lib.diagnostics.step_stats`.
+    """
+    emb = step_model(view_q, view_k)        # queries (with grad), momentum update, keys
+    queues = model.queue_snapshot()        # the losses see the queues before this batch's keys
+    with torch.autocast(view_q.device.type, enabled=False):   # losses in float32
+        loss = method_loss(model.pcfg, emb, queues, epoch)
+        stats = diagnostics.step_stats(emb, queues, loss.dna_selections, index, model.queue_clips(), labels)
+    model.enqueue_keys(emb.keys, index)
+    return loss.terms, stats
 
 
 def to_floats(scalars: dict[str, torch.Tensor],
@@ -204,15 +226,15 @@ def check_resume_layout(path: Path, saved: dict[str, Any] | None, now: dict[str,
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``PretrainConfig.amp`` on ``device`` (``None``: full precision)."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"pretrain.amp must be one of {', '.join(map(repr, AMP_MODES))}, got {amp!r}")
     if amp == "none":
         return None
     if amp == "bf16":
         return torch.bfloat16
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ValueError(f"pretrain.amp='fp16' needs a CUDA device, got {device}; use 'bf16' or 'none'")
-        return torch.float16
-    raise ValueError(f"pretrain.amp must be 'none', 'bf16' or 'fp16', got {amp!r}")
+    if device.type != "cuda":   # fp16
+        raise ValueError(f"pretrain.amp='fp16' needs a CUDA device, got {device}; use 'bf16' or 'none'")
+    return torch.float16
 
 
 def epoch_batches(num_clips: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

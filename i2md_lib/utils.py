@@ -10,6 +10,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .config import DEVICE_ENV
+
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) in one call."""
@@ -25,7 +27,7 @@ def get_device(preferred: str | None = None) -> torch.device:
 
     The environment variable ``I2MD_DEVICE`` overrides the automatic choice.
     """
-    choice = preferred or os.environ.get("I2MD_DEVICE")
+    choice = preferred or os.environ.get(DEVICE_ENV)
     if choice:
         return torch.device(choice)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

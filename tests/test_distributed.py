@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from i2md_lib import distributed
+from i2md_lib import distributed, launch
 from i2md_lib.checkpoint import ConfigMismatchError, load_checkpoint
 from i2md_lib.config import ExperimentConfig
 from i2md_lib.data.store import SkeletonArrays
-from i2md_lib.distributed import (BatchExchange, DistContext, GlobalBatchNorm, convert_to_global_batchnorm,
+from i2md_lib.distributed import (DistContext, GlobalBatchNorm, convert_to_global_batchnorm,
                                   loader_workers, shard_batch)
+from i2md_lib.exchange import BatchExchange
 from i2md_lib.data.datasets import PretrainDataset
 from i2md_lib.models.moco import build_model
 from i2md_lib.train import epoch_batches, epoch_loader, pretrain, read_log
@@ -132,10 +133,9 @@ def _rank_main(rank: int, out: str, arrays: SkeletonArrays) -> None:
         torch.save({"y": y.detach(), "grad": mine.grad, "state": bn.state_dict(),
                     "weight_grad": bn.weight.grad}, out_dir / f"bn_rank{rank}.pt")
 
-    runs = {"global": dict(), "partial": dict(max_steps=3), "shuffle": dict(dist_bn="shuffle"),
-            "i2md": dict()}
+    runs = {"global": dict(), "partial": dict(max_steps=3), "shuffle": dict(), "i2md": dict()}
     for name, kwargs in runs.items():
-        cfg = smoke("i2md") if name == "i2md" else smoke()
+        cfg = {"i2md": smoke("i2md"), "shuffle": smoke(**{"pretrain.dist_bn": "shuffle"})}.get(name, smoke())
         pretrain(cfg, out_dir / name, arrays=arrays, progress=False, **kwargs)
         torch.save(models[-1].state_dict(), out_dir / name / f"model_rank{rank}.pt")
     try:   # a run folder only rank 0 sees (machines without a shared filesystem)
@@ -156,7 +156,7 @@ def two_process_runs(tmp_path_factory):
         bn.weight.uniform_(0.5, 2)
         bn.bias.uniform_(-1, 1)
     torch.save(bn.state_dict(), out / "bn_state.pt")
-    distributed.run_local_processes(_rank_main, 2, (str(out), tiny_arrays()))
+    launch.run_local_processes(_rank_main, 2, (str(out), tiny_arrays()))
     return out
 
 
@@ -226,8 +226,10 @@ def test_shuffle_bn_keeps_equal_queues_and_refuses_another_launch(two_process_ru
     assert not torch.allclose(ranks[0][key], ranks[1][key])
     assert all(np.isfinite(r["total"]) for r in read_log(run / "log.csv"))
     with pytest.raises(ConfigMismatchError, match="shuffle BN depends on the number of processes"):
-        pretrain(smoke(**{"pretrain.epochs": 4}), run, arrays=tiny_arrays(), progress=False,
-                 allow_changes=["pretrain.epochs"])
+        pretrain(smoke(**{"pretrain.epochs": 4, "pretrain.dist_bn": "shuffle"}), run, arrays=tiny_arrays(),
+                 progress=False, allow_changes=["pretrain.epochs"])
+    with pytest.raises(ConfigMismatchError, match="pretrain.dist_bn: checkpoint 'shuffle', now 'global'"):
+        pretrain(smoke(), run, arrays=tiny_arrays(), progress=False)   # the BN mode is part of the config
 
 
 def test_ranks_that_see_different_checkpoints_stop_with_a_clear_error(two_process_runs):
@@ -252,8 +254,11 @@ def test_cli_pretrain_takes_the_batchnorm_mode(monkeypatch, tmp_path):
     from i2md_lib import cli
 
     seen = {}
-    monkeypatch.setattr("i2md_lib.train.pretrain", lambda cfg, run_dir, **kw: seen.update(kw) or [])
+    monkeypatch.setattr("i2md_lib.train.pretrain", lambda cfg, run_dir, **kw: seen.update(cfg=cfg) or [])
     assert cli.main(["pretrain", "--profile", "smoke", "--run-dir", str(tmp_path), "--dist-bn", "shuffle"]) == 0
-    assert seen["dist_bn"] == "shuffle"
+    assert seen["cfg"].pretrain.dist_bn == "shuffle"
+    assert cli.main(["pretrain", "--profile", "smoke", "--run-dir", str(tmp_path),
+                     "--set", "pretrain.dist_bn=shuffle"]) == 0
+    assert seen["cfg"].pretrain.dist_bn == "shuffle"
     with pytest.raises(SystemExit):
         cli.main(["pretrain", "--profile", "smoke", "--run-dir", str(tmp_path), "--dist-bn", "sync"])

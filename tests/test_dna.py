@@ -75,7 +75,19 @@ def test_dna_loss_without_neighbours_is_plain_infonce():
     queue = F.normalize(torch.randn(20, 8, generator=g), dim=1)
     loss, info = dna.dna_loss(q, k, queue, max_neighbors=0, threshold=0.5, margin=2.0, tau=0.1, temperature=0.07)
     torch.testing.assert_close(loss, infonce(q, k, queue, 0.07))
-    assert info["selected"].numel() == 0
+    assert info.selected.numel() == 0
+
+
+def test_ranking_in_another_space_keeps_the_cluster_similarities():
+    g = torch.Generator().manual_seed(2)
+    unit = lambda *shape: F.normalize(torch.randn(*shape, generator=g, dtype=torch.float64), dim=-1)
+    q, k, queue = unit(5, 8), unit(5, 8), unit(30, 8)
+    rank_k, rank_queue = unit(5, 6), unit(30, 6)
+    _, sel = dna.dna_loss(q, k, queue, 4, -1.0, 2.0, 0.1, 0.1, rank_key=rank_k, rank_queue=rank_queue)
+    assert torch.equal(sel.index, (rank_k @ rank_queue.T).topk(4, dim=1).indices)
+    torch.testing.assert_close(sel.similarity, (k @ queue.T).gather(1, sel.index))
+    with pytest.raises(ValueError, match="both rank_key and rank_queue"):
+        dna.dna_loss(q, k, queue, 4, -1.0, 2.0, 0.1, 0.1, rank_key=rank_k)
 
 
 def test_gradient_reaches_only_the_query():

@@ -15,6 +15,7 @@ from i2md_lib.evaluate import (ClassifierResult, EvalPoint, allocate_per_class, 
                                finetune_eval, knn_accuracy, knn_ensemble, label_fraction_subset,
                                linear_eval, results_table, select_index, semi_supervised_eval,
                                stratified_val_split, summarise_curve, topk_accuracy, transfer_eval)
+from i2md_lib.eval.setup import EvalSetup
 from i2md_lib.models.encoders import build_encoder
 
 DATA = DataConfig(window=8, max_frames=16, num_workers=0)
@@ -48,6 +49,11 @@ def make_arrays(per_class: int, num_classes: int = 4, seed: int = 0, noise: floa
     num_frame = rng.integers(T_STORED // 2, T_STORED + 1, n)
     return SkeletonArrays(data.astype(np.float32), num_frame.astype(np.int64), labels.astype(np.int64),
                           [f"clip{i:03d}" for i in range(n)])
+
+
+def setup(train: SkeletonArrays, test: SkeletonArrays, cfg: EvalConfig) -> EvalSetup:
+    """The protocols' options object for the tiny data, on the CPU."""
+    return EvalSetup(train, test, cfg, DATA, torch.device("cpu"))
 
 
 def tiny_eval_cfg(**overrides) -> EvalConfig:
@@ -248,14 +254,14 @@ def test_linear_probe_separates_and_keeps_encoder_frozen(augment):
     encoder = TinyEncoder()
     encoder.train()
     before = state_copy(encoder)
-    result = linear_eval(encoder, train, test, "joint", tiny_eval_cfg(), "cpu", data=DATA, augment=augment)
+    result = linear_eval(encoder, "joint", setup(train, test, tiny_eval_cfg()), augment=augment)
     assert result.top1 >= 90.0 and result.top1_best_test >= result.top1
     assert [p.epoch for p in result.curve] == [3, 6, 9, 12]
     assert result.curve[-1].train_loss < result.curve[0].train_loss
     assert (result.num_train, result.num_val, result.num_test) == (24, 8, 16)
     assert same_state(before, state_copy(encoder))
     assert encoder.training and all(p.requires_grad for p in encoder.parameters())
-    again = linear_eval(encoder, train, test, "joint", tiny_eval_cfg(), "cpu", data=DATA, augment=augment)
+    again = linear_eval(encoder, "joint", setup(train, test, tiny_eval_cfg()), augment=augment)
     assert [p.train_loss for p in again.curve] == [p.train_loss for p in result.curve]   # seeded
 
 
@@ -276,7 +282,7 @@ def test_finetune_changes_a_copy_and_labels_stay_out_of_val():
     encoder = TinyEncoder()
     before = state_copy(encoder)
     cfg = tiny_eval_cfg(epochs=3, eval_every=3)
-    result = finetune_eval(encoder, train, test, "bone", cfg, "cpu", data=DATA, fraction=0.25, seed=1,
+    result = finetune_eval(encoder, "bone", setup(train, test, cfg), fraction=0.25, seed=1,
                            keep_model=True)
     assert same_state(before, state_copy(encoder))                  # the caller's encoder is untouched
     tuned = result.model.encoder.state_dict()
@@ -292,7 +298,7 @@ def test_finetune_changes_a_copy_and_labels_stay_out_of_val():
 def test_semi_supervised_mean_and_std_over_seeds():
     train, test = make_arrays(per_class=6, seed=1), make_arrays(per_class=2, seed=2)
     cfg = tiny_eval_cfg(epochs=2, eval_every=2, semi_seeds=(0, 1, 2))
-    out = semi_supervised_eval(TinyEncoder(), train, test, "joint", cfg, "cpu", data=DATA)
+    out = semi_supervised_eval(TinyEncoder(), "joint", setup(train, test, cfg))
     semi = out[0.25]
     top1 = np.array([r.top1 for r in semi.runs])
     assert semi.seeds == [0, 1, 2]
@@ -335,22 +341,22 @@ def test_transfer_eval_on_another_label_space():
     target_train, target_test = make_arrays(per_class=6, num_classes=6, seed=5), make_arrays(
         per_class=2, num_classes=6, seed=6)
     cfg = tiny_eval_cfg(epochs=2, eval_every=1)
-    tuned = transfer_eval(source_encoder, target_train, target_test, "joint", cfg, "cpu", data=DATA)
+    tuned = transfer_eval(source_encoder, "joint", setup(target_train, target_test, cfg))
     assert tuned.protocol == "finetune" and tuned.test_probs is None
     assert tuned.curve[-1].test_top5 is not None                 # 6 classes -> top-5 is reported
-    knn = transfer_eval(source_encoder, target_train, target_test, "joint", cfg, "cpu", data=DATA,
+    knn = transfer_eval(source_encoder, "joint", setup(target_train, target_test, cfg),
                         protocol="knn")
     assert set(knn.top1) == {1, 3}
     with pytest.raises(ValueError, match="transfer protocol"):
-        transfer_eval(source_encoder, target_train, target_test, "joint", cfg, data=DATA, protocol="svm")
+        transfer_eval(source_encoder, "joint", setup(target_train, target_test, cfg), protocol="svm")
 
 
 def test_real_encoder_linear_probe_end_to_end():
     encoder = build_encoder(EncoderConfig(hidden_size=8, num_layers=1))
     train, test = make_arrays(per_class=6, seed=1), make_arrays(per_class=2, seed=2)
     before = state_copy(encoder)
-    result = linear_eval(encoder, train, test, "joint", tiny_eval_cfg(epochs=2, eval_every=1), "cpu",
-                         data=DATA, augment=True)
+    result = linear_eval(encoder, "joint", setup(train, test, tiny_eval_cfg(epochs=2, eval_every=1)),
+                         augment=True)
     assert len(result.curve) == 2 and 0.0 <= result.top1 <= 100.0
     assert same_state(before, state_copy(encoder))
 
@@ -358,8 +364,8 @@ def test_real_encoder_linear_probe_end_to_end():
 def test_without_validation_split_select_on_test_works_and_val_fails_early():
     train, test = make_arrays(per_class=4, seed=1), make_arrays(per_class=2, seed=2)
     cfg = tiny_eval_cfg(epochs=2, eval_every=1, val_fraction=0.0, select_on="test")
-    result = linear_eval(TinyEncoder(), train, test, "joint", cfg, "cpu", data=DATA, augment=False)
+    result = linear_eval(TinyEncoder(), "joint", setup(train, test, cfg), augment=False)
     assert result.num_val == 0 and result.top1_at_best_val is None
     assert result.top1 == max(p.test_top1 for p in result.curve)
     with pytest.raises(ValueError, match="val_fraction"):
-        finetune_eval(TinyEncoder(), train, test, "joint", tiny_eval_cfg(val_fraction=0.0), "cpu", data=DATA)
+        finetune_eval(TinyEncoder(), "joint", setup(train, test, tiny_eval_cfg(val_fraction=0.0)))

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from i2md_lib import experiments
+from i2md_lib import experiments, report
 from i2md_lib.cli import main
 
 
@@ -29,10 +29,13 @@ def test_suite_writes_records_and_skips_finished_runs(tmp_path):
     before = path.read_bytes()
     experiments.run_suite("main", "smoke", seeds=[0], variants=["cmd"], **kwargs)
     assert path.read_bytes() == before
-    table = experiments.summary_table(records)
+    table = report.summary_table(records)
     assert list(table.index) == ["random encoder (no pretraining)", "CMD"]
     assert "knn joint" in table.columns and "linear ensemble" in table.columns
     assert any(c.startswith("semi") for c in table.columns)
+    values = report.headline_values(records)
+    assert set(report.HEADLINE_METRICS) <= set(values.columns)
+    assert values.loc[("cmd", 0), "knn joint"] == knn["joint"]
 
 
 def test_damaged_result_file_is_named(tmp_path):
@@ -100,3 +103,13 @@ def test_results_stay_current_when_the_library_gains_a_config_field(tmp_path, mo
     assert experiments._is_current(path, cfg)
     assert not experiments._is_current(path, cfg.replace({"pretrain.lr": 0.5}))
     assert isinstance(cfg, ExperimentConfig)
+
+
+def test_headline_rule_by_hand():
+    assert report.headline_value({"protocol": "knn", "modality": "bone", "top1@k=1": 50.0, "top1@k=20": 9.0}) \
+        == ("knn bone", 50.0)
+    assert report.headline_value({"protocol": "linear_fast", "modality": "joint", "top1": 61.0}) \
+        == ("linear joint", 61.0)
+    assert report.headline_value({"protocol": "semi", "modality": "joint", "fraction": 0.01,
+                                  "top1_mean": 30.0}) == ("semi 1%", 30.0)
+    assert report.headline_value({"protocol": "other"}) is None

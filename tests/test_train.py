@@ -9,10 +9,11 @@ import torch
 
 from i2md_lib import checkpoint as ckpt_mod
 from i2md_lib.checkpoint import (CheckpointError, ConfigMismatchError, capture_rng_state, load_checkpoint,
-                                 load_pretrained, restore_rng_state)
+                                 restore_rng_state)
 from i2md_lib.config import ExperimentConfig
 from i2md_lib.data.store import SkeletonArrays
 from i2md_lib.models.moco import MoCo
+from i2md_lib.models.pretrained import load_pretrained
 from i2md_lib.train import amp_dtype, epoch_batches, pretrain, read_config, read_log
 
 

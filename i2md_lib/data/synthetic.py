@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import SyntheticConfig
+from ..config import DATA_DIR_ENV, SyntheticConfig
 from ..skeleton import MAX_BODIES, NUM_JOINTS
 from ..utils import atomic_write
 from . import ntu_format, preprocess, store
@@ -38,7 +38,6 @@ GENERATOR_VERSION = 1
 #: Class names, label order (the two-person classes come last).
 SYNTHETIC_CLASSES: tuple[str, ...] = tuple(a.name for a in ACTIONS)
 BENCHMARKS: tuple[str, ...] = ("xsub", "xview")
-DATA_DIR_ENV = "I2MD_DATA_DIR"
 
 SETUP = 1                       # every synthetic sample is setup S001
 CAMERA_DISTANCE = (2.5, 3.5)    # metres from the room centre

@@ -3,6 +3,7 @@
 =================  ==========================================================
 module             job
 =================  ==========================================================
+``setup``          :class:`EvalSetup`, the splits + settings + device every protocol takes
 ``splits``         seeded stratified validation split and label-fraction subsets
 ``results``        accuracy metrics, result records, the ``select_on`` rule
 ``features``       crop loaders and the frozen-encoder feature extractor

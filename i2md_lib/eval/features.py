@@ -8,6 +8,7 @@ the modality from the cropped clip on the device, as the CMD reference does.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -20,7 +21,7 @@ from ..config import DataConfig, EvalConfig
 from ..data.datasets import EvalDataset, make_loader, set_epoch
 from ..data.modalities import MODALITIES, to_modality
 from ..data.store import SkeletonArrays
-from ..utils import get_device
+from .setup import EvalSetup, as_device
 
 
 def check_modality(modality: str) -> str:
@@ -137,6 +138,20 @@ def extract_features(
         return encode_loader(encoder, loader, modality, device, progress, desc=f"{modality} features")
 
 
-def as_device(device: torch.device | str | None) -> torch.device:
-    """``device`` as a :class:`torch.device` (None: :func:`~i2md_lib.utils.get_device`)."""
-    return device if isinstance(device, torch.device) else get_device(device)
+@dataclass
+class SplitFeatures:
+    """Centre-crop features of the whole training and test splits of one stream.
+
+    ``train``/``test`` are ``(features (N, D) float32, labels (N,))`` in array order;
+    pass them to :func:`linear_eval` to reuse the features the k-NN protocol computed.
+    """
+
+    train: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+
+
+def split_features(encoder: nn.Module, modality: str, setup: EvalSetup) -> SplitFeatures:
+    """Centre-crop features of the training and test splits (k-NN and the fast linear probe share them)."""
+    kw = dict(data=setup.data, progress=setup.progress)
+    return SplitFeatures(extract_features(encoder, setup.train, modality, setup.eval, setup.device, **kw),
+                         extract_features(encoder, setup.test, modality, setup.eval, setup.device, **kw))

@@ -24,42 +24,33 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..config import DataConfig, EvalConfig
-from ..data.store import SkeletonArrays
 from ..data.datasets import set_epoch
 from ..utils import set_seed
 from .classifier import (StreamClassifier, new_linear_head, predict_probs, stack_history,
                          train_and_track)
-from .features import as_device, check_modality, clip_loader
-from .linear import infer_num_classes
+from .features import check_modality, clip_loader
 from .results import ClassifierResult, SemiResult, check_select_rule, summarise_curve
+from .setup import EvalSetup
 from .splits import label_fraction_subset, stratified_val_split
 
 
 def finetune_eval(
     encoder: nn.Module,
-    train_arrays: SkeletonArrays,
-    test_arrays: SkeletonArrays,
     modality: str,
-    cfg: EvalConfig,
-    device: torch.device | str | None = None,
+    setup: EvalSetup,
     *,
-    data: DataConfig,
     fraction: float = 1.0,
     seed: int = 0,
-    num_classes: int | None = None,
     keep_probs: bool = False,
     keep_model: bool = False,
-    progress: bool = False,
 ) -> ClassifierResult:
     """Fine-tune a copy of ``encoder`` with a new head on ``fraction`` of the labels.
 
     Args:
         encoder: ``forward(x (N, C, window, V, M)) -> (N, encoder.feature_dim)``; not modified.
-        train_arrays, test_arrays: the benchmark's training and test splits.
         modality: stream the encoder was trained on (derived from the cropped joints).
-        cfg: ``finetune_lr``, ``epochs``, ``lr_milestones``, ``val_fraction``, ...
-        data: ``window`` (frames after crop-resize), ``max_frames``, ``num_workers``.
+        setup: the splits, ``setup.eval`` (``finetune_lr``, ``epochs``, ``lr_milestones``,
+            ``val_fraction``, ...), ``setup.data``, the device.
         fraction: labelled fraction of the training split; 1.0 is full fine-tuning.
         seed: seeds the labelled subset, the initialisation of the head and the crops.
         keep_model: return the fine-tuned model (``StreamClassifier``, on the CPU) in ``model``.
@@ -70,15 +61,15 @@ def finetune_eval(
     """
     check_modality(modality)
     start = time.perf_counter()
-    device = as_device(device)
+    cfg, data, device, progress = setup.eval, setup.data, setup.device, setup.progress
+    train_arrays, test_arrays = setup.train, setup.test
     train_idx, val_idx = stratified_val_split(train_arrays.labels, cfg.val_fraction, cfg.seed)
     check_select_rule(cfg.select_on, len(val_idx))
     labelled = label_fraction_subset(train_arrays.labels, fraction, seed, pool=train_idx)
-    num_classes = num_classes or infer_num_classes(train_arrays.labels, test_arrays.labels)
 
     set_seed(seed)
     model = StreamClassifier(copy.deepcopy(encoder), modality,
-                             new_linear_head(encoder.feature_dim, num_classes),
+                             new_linear_head(encoder.feature_dim, setup.classes),
                              freeze_encoder=False).to(device)
     for p in model.parameters():
         p.requires_grad_(True)
@@ -118,27 +109,20 @@ def finetune_eval(
 
 def semi_supervised_eval(
     encoder: nn.Module,
-    train_arrays: SkeletonArrays,
-    test_arrays: SkeletonArrays,
     modality: str,
-    cfg: EvalConfig,
-    device: torch.device | str | None = None,
+    setup: EvalSetup,
     *,
-    data: DataConfig,
     fractions: Sequence[float] | None = None,
     seeds: Sequence[int] | None = None,
-    progress: bool = False,
 ) -> dict[float, SemiResult]:
-    """:func:`finetune_eval` for each label fraction (default ``cfg.label_fractions``)
-    and seed (default ``cfg.semi_seeds``); mean and std over seeds per fraction."""
-    fractions = tuple(cfg.label_fractions if fractions is None else fractions)
-    seeds = tuple(cfg.semi_seeds if seeds is None else seeds)
+    """:func:`finetune_eval` for each label fraction (default ``eval.label_fractions``)
+    and seed (default ``eval.semi_seeds``); mean and std over seeds per fraction."""
+    fractions = tuple(setup.eval.label_fractions if fractions is None else fractions)
+    seeds = tuple(setup.eval.semi_seeds if seeds is None else seeds)
     if not seeds:
         raise ValueError("need at least one seed")
     results: dict[float, SemiResult] = {}
     for fraction in fractions:
-        runs = [finetune_eval(encoder, train_arrays, test_arrays, modality, cfg, device,
-                              data=data, fraction=fraction, seed=s, progress=progress)
-                for s in seeds]
+        runs = [finetune_eval(encoder, modality, setup, fraction=fraction, seed=s) for s in seeds]
         results[float(fraction)] = SemiResult(modality, float(fraction), list(seeds), runs)
     return results

@@ -21,10 +21,9 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
-from ..config import DataConfig, EvalConfig
-from ..data.store import SkeletonArrays
-from .features import extract_features
+from .features import split_features
 from .results import KnnResult
+from .setup import EvalSetup
 
 
 def l2_normalise(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -76,22 +75,10 @@ def knn_accuracy(
     return accuracies
 
 
-def knn_eval(
-    encoder: nn.Module,
-    train_arrays: SkeletonArrays,
-    test_arrays: SkeletonArrays,
-    modality: str,
-    cfg: EvalConfig,
-    device: torch.device | str | None = None,
-    *,
-    data: DataConfig,
-    progress: bool = False,
-) -> KnnResult:
-    """The retrieval protocol for one stream: training split = gallery, test = queries."""
+def knn_eval(encoder: nn.Module, modality: str, setup: EvalSetup) -> KnnResult:
+    """The retrieval protocol for one stream: training split = gallery, test split = queries."""
     start = time.perf_counter()
-    gallery, gallery_labels = extract_features(encoder, train_arrays, modality, cfg, device,
-                                               data=data, progress=progress)
-    queries, query_labels = extract_features(encoder, test_arrays, modality, cfg, device,
-                                             data=data, progress=progress)
-    top1 = knn_accuracy(gallery, gallery_labels, queries, query_labels, cfg.knn_k)
+    features = split_features(encoder, modality, setup)
+    (gallery, gallery_labels), (queries, query_labels) = features.train, features.test
+    top1 = knn_accuracy(gallery, gallery_labels, queries, query_labels, setup.eval.knn_k)
     return KnnResult(modality, top1, len(gallery), len(queries), time.perf_counter() - start)

@@ -22,52 +22,20 @@ Two ways to train the head, both exact for what they compute:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..config import DataConfig, EvalConfig
 from ..data.datasets import set_epoch
-from ..data.store import SkeletonArrays
 from ..utils import set_seed
 from .classifier import (StreamClassifier, new_linear_head, predict_probs, stack_history,
                          train_and_track)
-from .features import as_device, check_modality, clip_loader, extract_features, frozen
+from .features import SplitFeatures, check_modality, clip_loader, extract_features, frozen, split_features
 from .results import ClassifierResult, check_select_rule, summarise_curve
+from .setup import EvalSetup
 from .splits import stratified_val_split
-
-
-@dataclass
-class SplitFeatures:
-    """Centre-crop features of the whole training and test splits of one stream.
-
-    ``train``/``test`` are ``(features (N, D) float32, labels (N,))`` in array order;
-    pass them to :func:`linear_eval` to reuse the features the k-NN protocol computed.
-    """
-
-    train: tuple[np.ndarray, np.ndarray]
-    test: tuple[np.ndarray, np.ndarray]
-
-
-def split_features(
-    encoder: nn.Module, train_arrays: SkeletonArrays, test_arrays: SkeletonArrays,
-    modality: str, cfg: EvalConfig, device: torch.device | str | None = None,
-    *, data: DataConfig, progress: bool = False,
-) -> SplitFeatures:
-    """Centre-crop features of both splits (see :func:`~.features.extract_features`)."""
-    kw = dict(data=data, progress=progress)
-    return SplitFeatures(
-        train=extract_features(encoder, train_arrays, modality, cfg, device, **kw),
-        test=extract_features(encoder, test_arrays, modality, cfg, device, **kw),
-    )
-
-
-def infer_num_classes(*label_arrays: np.ndarray) -> int:
-    """``1 + max label`` over all arrays given."""
-    return int(max(int(np.max(labels)) for labels in label_arrays if len(labels))) + 1
 
 
 def feature_batches(features: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, epoch: int):
@@ -80,54 +48,43 @@ def feature_batches(features: np.ndarray, labels: np.ndarray, batch_size: int, s
 
 def linear_eval(
     encoder: nn.Module,
-    train_arrays: SkeletonArrays,
-    test_arrays: SkeletonArrays,
     modality: str,
-    cfg: EvalConfig,
-    device: torch.device | str | None = None,
+    setup: EvalSetup,
     *,
-    data: DataConfig,
     augment: bool = True,
     features: SplitFeatures | None = None,
-    num_classes: int | None = None,
     keep_probs: bool = False,
-    progress: bool = False,
 ) -> ClassifierResult:
     """Train a linear classifier on the frozen ``encoder`` and report test accuracy.
 
-    A validation split (``cfg.val_fraction``, stratified, seeded by ``cfg.seed``) is
-    held out of ``train_arrays``; the result's ``top1`` follows ``cfg.select_on`` and
+    A validation split (``eval.val_fraction``, stratified, seeded by ``eval.seed``) is
+    held out of the training split; the result's ``top1`` follows ``eval.select_on`` and
     it also carries the reference's best-test number (``top1_best_test``).
 
     Args:
         encoder: ``forward(x (N, C, window, V, M)) -> (N, encoder.feature_dim)``;
             left unchanged (mode and ``requires_grad`` restored afterwards).
-        train_arrays, test_arrays: the benchmark's training and test splits.
         modality: stream the encoder was trained on (derived from the cropped joints).
-        cfg: ``linear_lr``, ``epochs``, ``lr_milestones``, ``batch_size``, crops, ...
-        device: default :func:`~i2md_lib.utils.get_device`.
-        data: ``window`` (frames after crop-resize), ``max_frames``, ``num_workers``.
+        setup: the splits, ``setup.eval`` (``linear_lr``, ``epochs``, ``lr_milestones``,
+            ``batch_size``, crops, ...), ``setup.data``, the device.
         augment: random training crop every epoch (reference) or precomputed centre crop (fast).
         features: precomputed centre-crop features of both splits (skips re-encoding them).
-        num_classes: default ``1 + max label``.
         keep_probs: keep per-evaluation probabilities (needed by ensembles).
-        progress: show tqdm bars.
 
     Returns:
         A :class:`ClassifierResult`; ``model`` is the head after the last epoch.
     """
     check_modality(modality)
     start = time.perf_counter()
-    device = as_device(device)
+    cfg, data, device, progress = setup.eval, setup.data, setup.device, setup.progress
+    train_arrays, test_arrays = setup.train, setup.test
     set_seed(cfg.seed)
     train_idx, val_idx = stratified_val_split(train_arrays.labels, cfg.val_fraction, cfg.seed)
     check_select_rule(cfg.select_on, len(val_idx))
-    num_classes = num_classes or infer_num_classes(train_arrays.labels, test_arrays.labels)
     encoder.to(device)
     with frozen(encoder):
         if features is None and not augment:
-            features = split_features(encoder, train_arrays, test_arrays, modality, cfg, device,
-                                      data=data, progress=progress)
+            features = split_features(encoder, modality, setup)
         if features is not None:
             all_train, all_labels = features.train
             if len(all_train) != len(train_arrays):
@@ -141,7 +98,7 @@ def linear_eval(
                                           device, **kw) if len(val_idx) else None)
             test_feats = extract_features(encoder, test_arrays, modality, cfg, device, **kw)
 
-        head = new_linear_head(encoder.feature_dim, num_classes).to(device)
+        head = new_linear_head(encoder.feature_dim, setup.classes).to(device)
         if augment:
             model: nn.Module = StreamClassifier(encoder, modality, head, freeze_encoder=True)
             loader = clip_loader(train_arrays.subset(train_idx), data, cfg, train=True, seed=cfg.seed)

@@ -15,15 +15,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..config import DataConfig, EvalConfig, ExperimentConfig
-from ..data.datasets import load_arrays
+from ..config import ExperimentConfig
 from ..data.store import SkeletonArrays
 from .ensemble import ensemble_classifiers, knn_ensemble
-from .features import as_device, check_modality
+from .features import check_modality, split_features
 from .finetune import finetune_eval, semi_supervised_eval
 from .knn import knn_accuracy, knn_eval
-from .linear import infer_num_classes, linear_eval, split_features
-from .results import ClassifierResult, KnnResult, SemiResult
+from .linear import linear_eval
+from .results import ClassifierResult, KnnResult
+from .setup import EvalSetup
 
 PROTOCOLS: tuple[str, ...] = ("knn", "linear", "semi", "finetune")
 TRANSFER_PROTOCOLS: tuple[str, ...] = ("finetune", "linear", "knn")
@@ -68,58 +68,42 @@ def evaluate_encoders(
         raise ValueError("no encoders to evaluate")
     for modality in encoders:
         check_modality(modality)
-    ecfg, data = cfg.eval, cfg.data
-    device = as_device(device or cfg.pretrain.device)
-    train_arrays = load_arrays(data, "train") if train_arrays is None else train_arrays
-    test_arrays = load_arrays(data, "val") if test_arrays is None else test_arrays
-    num_classes = infer_num_classes(train_arrays.labels, test_arrays.labels)
+    setup = EvalSetup.from_config(cfg, train_arrays, test_arrays, device, progress)
+    setup = setup.replace(num_classes=setup.classes)
     streams = list(encoders)
     results: dict[str, dict[str, Any]] = {}
 
     features = {}
     if "knn" in protocols or ("linear" in protocols and not augment):
-        for modality in streams:
-            features[modality] = split_features(encoders[modality], train_arrays, test_arrays,
-                                                modality, ecfg, device, data=data, progress=progress)
+        features = {m: split_features(encoders[m], m, setup) for m in streams}
     if "knn" in protocols:
         knn: dict[str, KnnResult] = {}
         for modality in streams:
             start = time.perf_counter()
             (gallery, g_labels), (queries, q_labels) = features[modality].train, features[modality].test
-            top1 = knn_accuracy(gallery, g_labels, queries, q_labels, ecfg.knn_k)
+            top1 = knn_accuracy(gallery, g_labels, queries, q_labels, cfg.eval.knn_k)
             knn[modality] = KnnResult(modality, top1, len(gallery), len(queries),
                                       time.perf_counter() - start)
         if len(streams) > 1:
             first = features[streams[0]]
             knn["ensemble"] = knn_ensemble(
                 {m: features[m].train[0] for m in streams}, first.train[1],
-                {m: features[m].test[0] for m in streams}, first.test[1], ecfg.knn_k)
+                {m: features[m].test[0] for m in streams}, first.test[1], cfg.eval.knn_k)
         results["knn"] = knn
     if "linear" in protocols:
-        linear: dict[str, ClassifierResult] = {}
-        for modality in streams:
-            linear[modality] = linear_eval(
-                encoders[modality], train_arrays, test_arrays, modality, ecfg, device, data=data,
-                augment=augment, features=features.get(modality), num_classes=num_classes,
-                keep_probs=len(streams) > 1, progress=progress)
+        linear: dict[str, ClassifierResult] = {
+            m: linear_eval(encoders[m], m, setup, augment=augment, features=features.get(m),
+                           keep_probs=len(streams) > 1) for m in streams}
         if len(streams) > 1:
             linear["ensemble"] = ensemble_classifiers([linear[m] for m in streams])
         results["linear"] = linear
     tuned = [m for m in streams if m in semi_modalities]
     if "semi" in protocols:
-        semi: dict[str, dict[float, SemiResult]] = {}
-        for modality in tqdm(tuned, desc="semi-supervised", disable=not progress or len(tuned) < 2):
-            semi[modality] = semi_supervised_eval(
-                encoders[modality], train_arrays, test_arrays, modality, ecfg, device, data=data,
-                progress=progress)
-        results["semi"] = semi
+        results["semi"] = {m: semi_supervised_eval(encoders[m], m, setup)
+                           for m in tqdm(tuned, desc="semi-supervised", disable=not progress or len(tuned) < 2)}
     if "finetune" in protocols:
-        results["finetune"] = {
-            modality: finetune_eval(encoders[modality], train_arrays, test_arrays, modality, ecfg,
-                                    device, data=data, fraction=1.0, seed=ecfg.seed,
-                                    num_classes=num_classes, progress=progress)
-            for modality in tuned
-        }
+        results["finetune"] = {m: finetune_eval(encoders[m], m, setup, fraction=1.0, seed=cfg.eval.seed)
+                               for m in tuned}
     return results
 
 
@@ -135,41 +119,22 @@ def results_table(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
     return rows
 
 
-def transfer_eval(
-    encoder: nn.Module,
-    target_train: SkeletonArrays,
-    target_test: SkeletonArrays,
-    modality: str,
-    cfg: EvalConfig,
-    device: torch.device | str | None = None,
-    *,
-    data: DataConfig,
-    protocol: str = "finetune",
-    progress: bool = False,
-) -> ClassifierResult | KnnResult:
+def transfer_eval(encoder: nn.Module, modality: str, target: EvalSetup,
+                  protocol: str = "finetune") -> ClassifierResult | KnnResult:
     """Transfer learning: evaluate an encoder pretrained on one dataset on another one.
 
-    The protocols themselves take any arrays, so transfer is just a matter of
-    passing the *target* dataset's splits (``load_arrays(target_data_cfg, part)``).
-    The CMD reference pretrains on NTU-60 or NTU-120 (xsub) and fully fine-tunes
-    on PKU-MMD II xsub with lr 0.01 (its semi script with ``--data-ratio 1.0``):
-    that is ``protocol="finetune"``, the default. ``"linear"`` and ``"knn"`` give
-    frozen-feature transfer numbers.
-
-    Args:
-        encoder: pretrained on the source dataset; not modified.
-        target_train, target_test: the target dataset's splits; the number of classes
-            comes from their labels (e.g. 51 for PKU-MMD II).
-        data: the *target* ``DataConfig``; its ``window`` must be the pretraining one.
-        protocol: ``finetune`` | ``linear`` | ``knn``.
+    The protocols themselves take any splits, so transfer is just a matter of an
+    :class:`EvalSetup` of the *target* dataset (e.g. ``EvalSetup.from_config(target_cfg)``;
+    its ``data.window`` must be the pretraining one). The CMD reference pretrains on
+    NTU-60 or NTU-120 (xsub) and fully fine-tunes on PKU-MMD II xsub with lr 0.01 (its
+    semi script with ``--data-ratio 1.0``): that is ``protocol="finetune"``, the
+    default. ``"linear"`` and ``"knn"`` give frozen-feature transfer numbers. The number
+    of classes comes from the target's labels (e.g. 51 for PKU-MMD II).
     """
     if protocol == "finetune":
-        return finetune_eval(encoder, target_train, target_test, modality, cfg, device, data=data,
-                             fraction=1.0, seed=cfg.seed, progress=progress)
+        return finetune_eval(encoder, modality, target, fraction=1.0, seed=target.eval.seed)
     if protocol == "linear":
-        return linear_eval(encoder, target_train, target_test, modality, cfg, device, data=data,
-                           progress=progress)
+        return linear_eval(encoder, modality, target)
     if protocol == "knn":
-        return knn_eval(encoder, target_train, target_test, modality, cfg, device, data=data,
-                        progress=progress)
+        return knn_eval(encoder, modality, target)
     raise ValueError(f"unknown transfer protocol {protocol!r}; choose one of {', '.join(TRANSFER_PROTOCOLS)}")

@@ -1,0 +1,91 @@
+"""From result files to the tables the book shows: one rule for the headline numbers.
+
+Every result file (:mod:`i2md_lib.experiments`) holds metric rows, one per protocol,
+stream and label fraction. The *headline value* of a row is fixed here, once:
+
+==============  =================================  ======================
+protocol        value                              column
+==============  =================================  ======================
+``knn``         ``top1@k=1`` (1-NN, as CMD)        ``knn <stream>``
+``linear``      ``top1`` (test at the chosen       ``linear <stream>``
+                epoch, see ``EvalConfig.select_on``)
+``semi``        ``top1_mean`` over label draws     ``semi <fraction>%``
+==============  =================================  ======================
+
+(``linear_fast`` counts as ``linear``; ``finetune`` is ``finetune <stream>``.)
+:func:`headline_values` gives one row per (variant, seed) and one column per
+headline metric; :func:`summary_table` their mean ± std per variant.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+#: The four metrics every method comparison of the book reports.
+HEADLINE_METRICS: tuple[str, ...] = ("knn joint", "linear joint", "linear ensemble", "semi 1%")
+STREAMS: tuple[str, ...] = ("joint", "motion", "bone", "ensemble")
+
+
+def headline_value(row: Mapping[str, Any]) -> tuple[str, float] | None:
+    """``(column, value)`` of one metric row of a result file, or ``None`` for rows
+    without a headline value."""
+    protocol = row.get("protocol")
+    if protocol == "knn":
+        return f"knn {row['modality']}", float(row["top1@k=1"])
+    if protocol in ("linear", "linear_fast"):
+        return f"linear {row['modality']}", float(row["top1"])
+    if protocol == "semi":
+        return f"semi {row['fraction']:.0%}", float(row["top1_mean"])
+    if protocol == "finetune":
+        return f"finetune {row['modality']}", float(row["top1"])
+    return None
+
+
+def metrics_frame(records: Sequence[Mapping[str, Any]]):
+    """All metric rows of ``records`` as one pandas DataFrame (variant, label, seed + metric columns)."""
+    import pandas as pd
+
+    rows = [{"variant": r["variant"], "label": r["label"], "seed": r["seed"], **m}
+            for r in records for m in r["metrics"]]
+    return pd.DataFrame(rows)
+
+
+def headline_values(records: Sequence[Mapping[str, Any]]):
+    """One row per (variant, seed), one column per headline metric (a pandas DataFrame
+    indexed by ``variant`` and ``seed``, variants in the order of ``records``)."""
+    import pandas as pd
+
+    rows = []
+    for record in records:
+        for metric in record["metrics"]:
+            headline = headline_value(metric)
+            if headline is not None:
+                rows.append((record["variant"], record["seed"], *headline))
+    long = pd.DataFrame(rows, columns=["variant", "seed", "metric", "value"])
+    wide = long.pivot_table(index=["variant", "seed"], columns="metric", values="value", sort=False)
+    return wide[_column_order(wide.columns)]
+
+
+def _column_order(columns: Sequence[str]) -> list[str]:
+    """kNN and linear per stream first, then semi-supervised by fraction, then the rest."""
+    preferred = [f"{p} {s}" for p in ("knn", "linear") for s in STREAMS if f"{p} {s}" in columns]
+    semi = sorted((c for c in columns if c.startswith("semi")), key=lambda c: float(c.split()[1].rstrip("%")))
+    return preferred + semi + [c for c in columns if c not in preferred and c not in semi]
+
+
+def summary_table(records: Sequence[Mapping[str, Any]], digits: int = 1):
+    """Mean ± std over seeds of every headline column; one row per variant (its label), in
+    the order of ``records``."""
+    import pandas as pd
+
+    values = headline_values(records)
+    labels = {r["variant"]: r["label"] for r in records}
+    grouped = values.groupby(level="variant", sort=False)
+    mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
+
+    def cell(m: float, s: float, n: int) -> str:
+        if pd.isna(m):
+            return ""
+        return f"{m:.{digits}f}" if n < 2 or pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+    return pd.DataFrame({c: [cell(mean.loc[v, c], std.loc[v, c], count.loc[v, c]) for v in mean.index]
+                         for c in values.columns}, index=[labels[v] for v in mean.index])

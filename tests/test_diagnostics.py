@@ -1,0 +1,80 @@
+"""Diagnostics: neighbour kinds and purity, DNA statistics, CMD distributions (nothing changes the model)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from i2md_lib import diagnostics as diag
+from i2md_lib.config import ExperimentConfig
+from i2md_lib.dna import Selection
+from i2md_lib.models.moco import build_model
+from i2md_lib.train import train_step
+
+
+def test_neighbour_kinds_and_purity_by_hand():
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    queue_clips = torch.tensor([0, 1, 2, 3, -1, 4])          # slot 4 is empty
+    anchors = torch.tensor([0, 2])
+    slots = torch.tensor([[0, 1, 2, 4], [3, 0, 2, 5]])
+    kinds = diag.neighbour_kinds(anchors, slots, queue_clips, labels)
+    S, C, O, E = diag.SELF, diag.SAME_CLASS, diag.OTHER_CLASS, diag.EMPTY
+    assert kinds.tolist() == [[S, C, O, E], [C, O, S, O]]
+    assert diag.neighbour_purity(kinds).item() == pytest.approx(2 / 5)   # self and empty slots do not count
+    selected = torch.tensor([[True, True, False, True], [False, True, True, False]])
+    assert diag.neighbour_purity(kinds, selected).item() == pytest.approx(1 / 2)
+    assert math.isnan(diag.neighbour_purity(kinds, torch.zeros_like(selected)).item())
+
+
+def test_same_class_share_is_the_chance_purity():
+    assert diag.same_class_share([0, 0, 1, 1]) == 1 / 3        # 2 x (2 x 1) / (4 x 3)
+
+
+def test_dna_stats_counts_and_purity():
+    labels = torch.tensor([0, 0, 1, 1])
+    queue_clips = torch.tensor([1, 2, 3, 0])
+    sel = Selection(torch.tensor([[0, 1], [2, 3]]), torch.zeros(2, 2), torch.tensor([[True, True], [True, False]]))
+    stats = diag.dna_stats({"joint": sel}, torch.tensor([0, 2]), queue_clips, labels)
+    assert stats["dna_neighbors_joint"].item() == 1.5
+    # anchor 0: clip 1 (same), clip 2 (other); anchor 2: clip 3 (same) -> 2 / 3
+    assert abs(stats["dna_purity_joint"].item() - 2 / 3) < 1e-6
+    no_labels = diag.dna_stats({"joint": sel}, None, queue_clips, None)
+    assert math.isnan(no_labels["dna_purity_joint"].item())
+    assert diag.own_key_share(torch.tensor([0, 5]), queue_clips).item() == 0.5
+
+
+def test_neighbor_distributions_change_nothing():
+    torch.manual_seed(0)
+    model = build_model(ExperimentConfig.for_profile("smoke", {"pretrain.method": "i2md"}))
+    g = torch.Generator().manual_seed(0)
+    view_q, view_k = torch.randn(2, 8, 3, 10, 25, 2, generator=g)
+    train_step(model, model, view_q, view_k, epoch=0)          # fill some queue slots
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    out = diag.neighbor_distributions(model, view_q, view_k, "joint", "motion", topk=5)
+    assert out["p_teacher"].shape == out["p_student"].shape == out["index"].shape == (8, 5)
+    torch.testing.assert_close(out["p_teacher"].sum(1), torch.ones(8))
+    torch.testing.assert_close(out["p_student"].sum(1), torch.ones(8))
+    assert torch.all(out["kl"] >= -1e-6)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert model.training
+    key = model.embed(view_k, "joint", side="key")
+    expected = (key @ model.queues()["joint"].T).topk(5, dim=1).indices
+    assert torch.equal(out["index"], expected)
+    imd = diag.neighbor_distributions(model, view_q, view_k, "bone", "bone", topk=5,
+                                      teacher_branch="cluster", student_branch="instance")
+    key = model.embed(view_k, "bone", side="key", branch="cluster")
+    assert torch.equal(imd["index"], (key @ model.queues("cluster")["bone"].T).topk(5, dim=1).indices)
+
+
+def test_neighbourhood_quality_leaves_out_the_anchor_itself():
+    torch.manual_seed(0)
+    model = build_model(ExperimentConfig.for_profile("smoke", {"pretrain.method": "moco"}))
+    g = torch.Generator().manual_seed(1)
+    view_q, view_k = torch.randn(2, 8, 3, 10, 25, 2, generator=g)
+    labels = torch.arange(16) % 2
+    for start in (0, 8):
+        train_step(model, model, view_q, view_k, epoch=0, index=torch.arange(start, start + 8), labels=labels)
+    rows = diag.neighbourhood_quality(model, view_k, torch.arange(8), labels, topk=10)
+    assert [r["modality"] for r in rows] == ["joint"]
+    assert 0.0 <= rows[0]["nearest neighbour"] <= 1.0 and 0 < rows[0]["teacher flatness"] <= 1.0
