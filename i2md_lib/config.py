@@ -38,6 +38,15 @@ AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
 #: BatchNorm with several processes (``PretrainConfig.dist_bn``): statistics of the global
 #: batch (the same numbers as one process) or MoCo's shuffle BN.
 DIST_BN_MODES: tuple[str, ...] = ("global", "shuffle")
+#: DNA's neighbour gates (``PretrainConfig.dna_gate``, see ``i2md_lib.dna``).
+DNA_GATES: tuple[str, ...] = ("zscore", "fixed")
+#: Where DNA ranks neighbours (``PretrainConfig.dna_space``).
+DNA_SPACES: tuple[str, ...] = ("cluster", "instance")
+
+#: Values a config saved *before* a field existed ran with, when they differ from today's
+#: default: ``ExperimentConfig.from_dict`` fills them in, so an old run is neither
+#: mistaken for one of today's default nor reported as changed by the new field.
+LEGACY_DEFAULTS: dict[str, Any] = {"pretrain.dna_gate": "fixed"}
 
 # -- environment variables the library reads (each read in one place)
 PROFILE_ENV = "I2MD_PROFILE"          # scale profile (active_profile)
@@ -144,7 +153,7 @@ class EncoderConfig:
     num_layers: int = 3
     proj_hidden: int = 2048         # projection MLP: feature -> proj_hidden -> out_dim
     out_dim: int = 128
-    recurrence: str = "nn_gru"      # bigru_cmd time stepping: nn_gru (whole-sequence calls) | loop (opt-in CPU path); same function
+    recurrence: str = "auto"        # bigru_cmd time stepping: auto (the measured-faster path per size and device) | nn_gru | loop; same function
 
     @property
     def feature_dim(self) -> int:
@@ -173,8 +182,10 @@ class PretrainConfig:
     imd_weight: float = 1.0         # weight of intra-modal mutual distillation (both directions)
     imd_topk: int = 8192            # neighbours the IMD teacher keeps (as cmd_topk)
     dna_max_neighbors: int = 32     # candidate neighbours per anchor (0 disables DNA)
-    dna_threshold: float = 0.5      # minimum cosine similarity of a kept neighbour
-    dna_margin: float = 0.1         # kept neighbours lie within this of the best match (>= 2 disables)
+    dna_gate: str = "zscore"        # zscore (relative to the anchor's similarities) | fixed (threshold + margin)
+    dna_zscore: float = 2.0         # zscore gate: standard deviations above the anchor's mean similarity
+    dna_threshold: float = 0.5      # fixed gate: minimum cosine similarity of a kept neighbour
+    dna_margin: float = 0.1         # fixed gate: kept neighbours lie within this of the best match (>= 2 disables)
     dna_tau: float = 0.1            # temperature of the aggregation weights
     dna_space: str = "cluster"      # rank neighbours in the cluster or the instance branch
     dna_warmup_epochs: int = 50     # plain instance contrast in the cluster branch before this epoch
@@ -263,8 +274,12 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ExperimentConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``. A key of
+        :data:`LEGACY_DEFAULTS` that ``d`` lacks (a config saved before the field existed)
+        takes the value such runs used."""
         flat = dict(_flatten(d))
+        for key, value in LEGACY_DEFAULTS.items():
+            flat.setdefault(key, value)
         return cls().replace(flat)
 
     def digest(self) -> str:

@@ -94,17 +94,29 @@ def dna_stats(selections: Mapping[str, Selection], anchor_clips: Tensor | None, 
     """DNA's neighbourhoods of one step, per modality.
 
     ``dna_neighbors_<m>``: mean number of neighbours kept per anchor;
+    ``dna_count_cv_<m>``: coefficient of variation (std / mean) of that number over the
+    anchors -- 0 when every anchor keeps the same number (a fixed top-k), NaN when none
+    keeps any;
     ``dna_purity_<m>``: :func:`neighbour_purity` of the kept neighbours (NaN without
-    labels, anchors' indices or kept neighbours).
+    labels, anchors' indices or kept neighbours);
+    ``dna_purity_topk_<m>``: the purity a *fixed* top-k of the same mean size would have
+    had (the first ``round(mean)`` candidates of every anchor), for comparison.
     """
+    nan = torch.full((), float("nan"), device=queue_clips.device)
     stats = {}
     for m, (slots, _, selected) in selections.items():
-        stats[f"dna_neighbors_{m}"] = (selected.float().sum(1).mean() if selected.numel()
-                                       else torch.zeros((), device=queue_clips.device))
-        purity = torch.full((), float("nan"), device=queue_clips.device)
+        counts = selected.float().sum(1)                                               # (N,)
+        mean = counts.mean() if selected.numel() else torch.zeros((), device=queue_clips.device)
+        stats[f"dna_neighbors_{m}"] = mean
+        stats[f"dna_count_cv_{m}"] = counts.std(correction=0) / mean if mean > 0 else nan
+        purity, purity_topk = nan, nan
         if anchor_clips is not None and labels is not None and len(labels) and selected.any():
-            purity = neighbour_purity(neighbour_kinds(anchor_clips, slots, queue_clips, labels), selected)
-        stats[f"dna_purity_{m}"] = purity
+            kinds = neighbour_kinds(anchor_clips, slots, queue_clips, labels)
+            purity = neighbour_purity(kinds, selected)
+            same_size = torch.zeros_like(selected)
+            same_size[:, :max(1, int(torch.round(mean)))] = True
+            purity_topk = neighbour_purity(kinds, same_size)
+        stats[f"dna_purity_{m}"], stats[f"dna_purity_topk_{m}"] = purity, purity_topk
     return stats
 
 

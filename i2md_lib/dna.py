@@ -7,10 +7,19 @@ everything concrete below is **our design**, explained in Chapter 4 of the book 
 configurable through :class:`i2md_lib.config.PretrainConfig` (``dna_*`` fields):
 
 1. **Select** (:func:`select_neighbors`). Each anchor's key is compared with the
-   branch's memory queue. Of the ``max_neighbors`` most similar slots we keep those
-   that are both *absolutely* similar (cosine >= ``threshold``) and *relatively*
-   similar (within ``margin`` of the anchor's best match). The number of neighbours
-   therefore differs per anchor and per step ("dynamic").
+   branch's memory queue, and of the ``max_neighbors`` most similar slots a *gate*
+   keeps some:
+
+   * ``gate="zscore"`` (the default of :class:`~i2md_lib.config.PretrainConfig`): a slot
+     is kept when its similarity stands out of the anchor's *own* similarity
+     distribution over the queue, ``(s_j - mean_j s) / std_j s >= zscore``. An anchor
+     in a dense, well-separated neighbourhood keeps many slots, an anchor whose
+     similarities are all alike keeps few or none: the count follows the anchor.
+   * ``gate="fixed"`` (our first design, kept as an ablation): a slot is kept when it is
+     both *absolutely* similar (cosine >= ``threshold``) and *relatively* similar
+     (within ``margin`` of the anchor's best match). In a crowded embedding these fixed
+     cosine gates rarely bind, and the selection is then simply the top
+     ``max_neighbors``.
 2. **Aggregate** (:func:`aggregate_neighbors`). The anchor's key and its selected
    neighbours are averaged with weights ``softmax(similarity / tau)`` (the key's
    similarity to itself is 1) into one L2-normalised cluster-level positive.
@@ -24,6 +33,8 @@ instance-level InfoNCE: this is also what happens during the warm-up epochs.
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from .config import DNA_GATES
 
 import torch
 import torch.nn.functional as F
@@ -39,17 +50,20 @@ class Selection(NamedTuple):
 
 
 @torch.no_grad()
-def select_neighbors(key: Tensor, queue: Tensor, max_neighbors: int, threshold: float,
-                     margin: float) -> Selection:
+def select_neighbors(key: Tensor, queue: Tensor, max_neighbors: int, threshold: float = 0.5,
+                     margin: float = 2.0, gate: str = "fixed", zscore: float = 2.0) -> Selection:
     """Pick each anchor's highly-correlated queue entries.
 
     Args:
         key: ``(N, D)`` L2-normalised anchor keys.
         queue: ``(K, D)`` L2-normalised memory queue.
         max_neighbors: candidates considered per anchor (``k``; 0 disables DNA).
-        threshold: minimum cosine similarity of a neighbour.
-        margin: a neighbour's similarity must be >= (best similarity - ``margin``);
-            2.0 or more disables this relative gate.
+        threshold: (``fixed`` gate) minimum cosine similarity of a neighbour.
+        margin: (``fixed`` gate) a neighbour's similarity must be >= (best similarity -
+            ``margin``); 2.0 or more disables this relative gate.
+        gate: ``"fixed"`` (threshold and margin) or ``"zscore"``.
+        zscore: (``zscore`` gate) how many standard deviations above the mean of the
+            anchor's similarities to the whole queue a neighbour must lie.
 
     Returns:
         ``index`` ``(N, k)`` candidate slots, most similar first;
@@ -60,9 +74,16 @@ def select_neighbors(key: Tensor, queue: Tensor, max_neighbors: int, threshold: 
     if k <= 0:
         empty = key.new_zeros((len(key), 0))
         return Selection(empty.long(), empty, empty.bool())
-    similarity, index = (key @ queue.T).topk(k, dim=1)              # (N, k) each
-    best = similarity[:, :1]                                          # (N, 1)
-    selected = (similarity >= threshold) & (similarity >= best - margin)
+    if gate not in DNA_GATES:
+        raise ValueError(f"unknown DNA gate {gate!r}; choose one of {', '.join(DNA_GATES)}")
+    every = key @ queue.T                                             # (N, K)
+    similarity, index = every.topk(k, dim=1)                          # (N, k) each
+    if gate == "zscore":
+        mean, std = every.mean(1, keepdim=True), every.std(1, keepdim=True)   # (N, 1) per anchor
+        selected = (similarity - mean) >= zscore * std
+    else:
+        best = similarity[:, :1]                                      # (N, 1)
+        selected = (similarity >= threshold) & (similarity >= best - margin)
     return Selection(index, similarity, selected)
 
 
@@ -113,7 +134,8 @@ def cluster_infonce(query: Tensor, positive: Tensor, queue: Tensor, index: Tenso
 
 def dna_loss(query: Tensor, key: Tensor, queue: Tensor, max_neighbors: int, threshold: float,
              margin: float, tau: float, temperature: float, rank_key: Tensor | None = None,
-             rank_queue: Tensor | None = None) -> tuple[Tensor, Selection]:
+             rank_queue: Tensor | None = None, gate: str = "fixed", zscore: float = 2.0
+             ) -> tuple[Tensor, Selection]:
     """The whole cluster-level branch loss of one modality: select, aggregate, contrast.
 
     Args:
@@ -123,6 +145,7 @@ def dna_loss(query: Tensor, key: Tensor, queue: Tensor, max_neighbors: int, thre
             branch's keys ``(N, D')`` and queue ``(K, D')``, whose slot ``i`` holds the same
             clip); the aggregation weights still use the cluster-branch similarities.
             Default: the cluster branch itself.
+        gate, zscore: the selection gate, see :func:`select_neighbors`.
 
     Returns:
         The scalar loss and the :class:`Selection` (slots ranked in the rank space,
@@ -131,9 +154,9 @@ def dna_loss(query: Tensor, key: Tensor, queue: Tensor, max_neighbors: int, thre
     if (rank_key is None) != (rank_queue is None):
         raise ValueError("give both rank_key and rank_queue, or neither")
     if rank_key is None:
-        selection = select_neighbors(key, queue, max_neighbors, threshold, margin)
+        selection = select_neighbors(key, queue, max_neighbors, threshold, margin, gate, zscore)
     else:
-        ranked = select_neighbors(rank_key, rank_queue, max_neighbors, threshold, margin)
+        ranked = select_neighbors(rank_key, rank_queue, max_neighbors, threshold, margin, gate, zscore)
         similarity = (key.unsqueeze(1) * queue[ranked.index]).sum(2)          # (N, k) cluster space
         selection = Selection(ranked.index, similarity, ranked.selected)
     positive = aggregate_neighbors(key, queue, *selection, tau)

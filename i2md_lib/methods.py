@@ -106,7 +106,7 @@ def i2md(p: PretrainConfig, emb: Embeddings, queues: BranchEmbeddings, epoch: in
         rank_space = (k[m], queue[m]) if p.dna_space == "instance" else (None, None)
         terms[f"dna_{m}"], out.dna_selections[m] = dna.dna_loss(
             c_q[m], c_k[m], c_queue[m], max_neighbors, p.dna_threshold, p.dna_margin, p.dna_tau,
-            p.temperature, *rank_space)
+            p.temperature, *rank_space, gate=p.dna_gate, zscore=p.dna_zscore)
         if p.imd_weight:
             terms[f"imd_{m}"] = imd.imd_loss(q[m], k[m], queue[m], c_q[m], c_k[m], c_queue[m], topk,
                                             p.cmd_tau_teacher, p.cmd_tau_student)

@@ -218,10 +218,17 @@ def _step_result(cfg: ExperimentConfig, folder: str | Path | None) -> dict[str, 
     return None
 
 
+def measured_recurrence(cfg: ExperimentConfig) -> str:
+    """The benchmark column of ``cfg``'s recurrence on a CPU (``auto`` resolved by size)."""
+    from .models.encoders import resolve_recurrence
+
+    return resolve_recurrence(cfg.encoder.recurrence, cfg.encoder.hidden_size, "cpu")
+
+
 def step_memory_mib(cfg: ExperimentConfig, folder: str | Path | None = None) -> float | None:
     """Peak memory (MiB) of a training step at ``cfg``'s size, as measured (CPU RSS), or ``None``."""
     r = _step_result(cfg, folder)
-    return r["memory"][cfg.encoder.recurrence]["peak_mib"] if r and r.get("memory") else None
+    return r["memory"][measured_recurrence(cfg)]["peak_mib"] if r and r.get("memory") else None
 
 
 def step_floor_rows(report: Mapping[str, Any], label: str) -> list[dict[str, Any]]:
@@ -282,7 +289,8 @@ def epoch_estimate(cfg: ExperimentConfig, num_clips: int | None = None,
     if step is None or clips is None:
         return None
     steps = clips // cfg.pretrain.batch_size
-    seconds = step["median_s"][cfg.encoder.recurrence]     # as measured for the config's recurrence
+    path = measured_recurrence(cfg)
+    seconds = step["median_s"][path]     # as measured for the config's recurrence
     loading = load_benchmark("loading", folder)
     load_rate = None
     if loading:
@@ -291,7 +299,7 @@ def epoch_estimate(cfg: ExperimentConfig, num_clips: int | None = None,
     return {
         "steps_per_epoch": steps, "seconds_per_step": seconds,
         "hours_per_epoch": steps * seconds / 3600, "hours_total": steps * seconds * cfg.pretrain.epochs / 3600,
-        "peak_memory_mib": step["memory"][cfg.encoder.recurrence]["peak_mib"] if step.get("memory") else None,
+        "peak_memory_mib": step["memory"][path]["peak_mib"] if step.get("memory") else None,
         "loading_seconds_per_epoch": clips / load_rate if load_rate else None,
         "clips": clips, "clips_source": source,
         "measured": f"bench_step '{step['name']}' on {m['device']} ({m['cpu']}, {m['torch_threads']} thread(s))",

@@ -78,3 +78,21 @@ def test_neighbourhood_quality_leaves_out_the_anchor_itself():
     rows = diag.neighbourhood_quality(model, view_k, torch.arange(8), labels, topk=10)
     assert [r["modality"] for r in rows] == ["joint"]
     assert 0.0 <= rows[0]["nearest neighbour"] <= 1.0 and 0 < rows[0]["teacher flatness"] <= 1.0
+
+
+def test_dna_stats_count_variation_and_fixed_topk_purity_of_the_same_size():
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    queue_clips = torch.tensor([1, 2, 3, 4, 5, 0])
+    index = torch.tensor([[0, 1, 2, 3], [3, 4, 0, 1]])               # slots, most similar first
+    # anchor 0 (class 0) keeps 3 neighbours: clips 1, 2 (same) and 3 (other); anchor 3 (class 1) keeps 1: clip 4
+    selected = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    stats = diag.dna_stats({"bone": Selection(index, torch.zeros(2, 4), selected)},
+                           torch.tensor([0, 3]), queue_clips, labels)
+    assert stats["dna_neighbors_bone"].item() == 2.0
+    assert stats["dna_count_cv_bone"].item() == pytest.approx(1.0 / 2.0)     # std 1 (population), mean 2
+    assert stats["dna_purity_bone"].item() == pytest.approx(3 / 4)
+    # a fixed top-2 for every anchor: clips 1, 2 | 4, 5 -> all same class
+    assert stats["dna_purity_topk_bone"].item() == pytest.approx(1.0)
+    none = diag.dna_stats({"bone": Selection(index, torch.zeros(2, 4), torch.zeros_like(selected))},
+                          torch.tensor([0, 3]), queue_clips, labels)
+    assert math.isnan(none["dna_count_cv_bone"].item()) and none["dna_neighbors_bone"].item() == 0

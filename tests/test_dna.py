@@ -99,3 +99,20 @@ def test_gradient_reaches_only_the_query():
     loss.backward()
     assert q.grad is not None and q.grad.abs().sum() > 0
     assert k.grad is None and queue.grad is None
+
+
+def test_zscore_gate_keeps_what_stands_out_of_each_anchors_own_distribution():
+    g = torch.Generator().manual_seed(3)
+    queue = F.normalize(torch.randn(200, 16, generator=g, dtype=torch.float64), dim=1)
+    crowded = F.normalize(torch.randn(1, 16, generator=g, dtype=torch.float64), dim=1)
+    queue[:12] = F.normalize(crowded + 0.05 * torch.randn(12, 16, generator=g, dtype=torch.float64), dim=1)
+    lonely = F.normalize(torch.randn(1, 16, generator=g, dtype=torch.float64), dim=1)
+    keys = torch.cat([crowded, lonely])
+    index, sim, sel = dna.select_neighbors(keys, queue, 32, gate="zscore", zscore=2.0)
+    every = keys @ queue.T
+    z = (sim - every.mean(1, keepdim=True)) / every.std(1, keepdim=True)
+    assert torch.equal(sel, z >= 2.0 - 1e-12) and sel[0].sum() == 12      # the rule, by hand
+    assert sel[0].sum() > sel[1].sum()          # the count follows the anchor, not a fixed k
+    assert set(index[0][sel[0]].tolist()) <= set(range(12))
+    with pytest.raises(ValueError, match="unknown DNA gate"):
+        dna.select_neighbors(keys, queue, 4, gate="mutual")

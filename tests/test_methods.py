@@ -110,7 +110,8 @@ def test_i2md_is_cmd_plus_dna_plus_imd_through_their_own_functions():
     (q, c_q), (k, c_k) = emb.queries.values(), emb.keys.values()
     for m in MODALITIES:
         loss, selection = dna.dna_loss(c_q[m], c_k[m], queues["cluster"][m], p.dna_max_neighbors,
-                                       p.dna_threshold, p.dna_margin, p.dna_tau, p.temperature)
+                                       p.dna_threshold, p.dna_margin, p.dna_tau, p.temperature,
+                                       gate=p.dna_gate, zscore=p.dna_zscore)
         torch.testing.assert_close(out.terms[f"dna_{m}"], loss)
         assert torch.equal(out.dna_selections[m].selected, selection.selected)
         expected_imd = imd.imd_loss(q[m], k[m], queues["instance"][m], c_q[m], c_k[m], queues["cluster"][m],
@@ -135,6 +136,7 @@ def test_i2md_step_logs_dna_diagnostics_and_fills_both_branches():
 
 def test_i2md_weights_zero_remove_terms_and_warmup_disables_neighbours():
     model = make_model("i2md", **{"pretrain.imd_weight": 0.0, "pretrain.cmd_weight": 0.0,
+                                  "pretrain.dna_gate": "fixed",
                                   "pretrain.dna_threshold": -1.0, "pretrain.dna_margin": 2.0,
                                   "pretrain.dna_warmup_epochs": 3})
     vq, vk = views(n=8, t=10)
@@ -150,8 +152,9 @@ def test_i2md_can_rank_dna_neighbours_in_the_instance_space():
     emb = model(*views())
     queues = model.queue_snapshot()
     out = methods.method_loss(model.pcfg, emb, queues, epoch=0)
+    p = model.pcfg
     ranked = dna.select_neighbors(emb.keys["instance"]["joint"], queues["instance"]["joint"],
-                                  model.pcfg.dna_max_neighbors, model.pcfg.dna_threshold, model.pcfg.dna_margin)
+                                  p.dna_max_neighbors, p.dna_threshold, p.dna_margin, p.dna_gate, p.dna_zscore)
     assert torch.equal(out.dna_selections["joint"].index, ranked.index)
 
 

@@ -43,12 +43,27 @@ REFERENCE_NORM_PREFIX = "input_norm."
 REFERENCE_GRU_PREFIX = "encoder.gru."
 #: The four tensors ``nn.GRU`` keeps per layer and direction (gate order r, z, n).
 GRU_TENSOR_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-#: How :class:`CausalTwinGRU` steps through time. ``nn_gru`` (default): one
-#: whole-sequence ``nn.GRU`` call per cell (cuDNN on a GPU). ``loop``: opt-in, a Python
-#: loop over frames that steps both cells of a layer together with a hand-written
-#: backward (:mod:`.gru_recurrence`); faster on a CPU at small sizes, not under autocast
-#: (it then falls back to ``nn_gru``). Both compute the same function.
-RECURRENCES = ("nn_gru", "loop")
+#: How :class:`CausalTwinGRU` steps through time. ``nn_gru``: one whole-sequence
+#: ``nn.GRU`` call per cell (cuDNN on a GPU). ``loop``: a Python loop over frames that
+#: steps both cells of a layer together with a hand-written backward
+#: (:mod:`.gru_recurrence`); not under autocast (it then falls back to ``nn_gru``).
+#: ``auto`` (the default): per size and device, the path ``benchmarks/bench_step.py``
+#: measured as faster (:func:`resolve_recurrence`). All compute the same function.
+RECURRENCES = ("auto", "nn_gru", "loop")
+#: ``auto`` takes the time loop on a CPU up to this hidden size: at the book's 2 x 64 it
+#: measured 1.56x the per-frame reference against 1.26x for ``nn_gru``; at the paper's
+#: 3 x 1024 the two were level within the noise (``benchmarks/results/step.md``).
+AUTO_LOOP_MAX_HIDDEN = 256
+
+
+def resolve_recurrence(recurrence: str, hidden_size: int, device_type: str = "cpu") -> str:
+    """The path ``recurrence`` takes for a ``hidden_size`` encoder on ``device_type``:
+    ``auto`` becomes ``loop`` on a CPU up to :data:`AUTO_LOOP_MAX_HIDDEN`, else ``nn_gru``."""
+    if recurrence not in RECURRENCES:
+        raise ValueError(f"unknown recurrence {recurrence!r}; choose one of {', '.join(RECURRENCES)}")
+    if recurrence != "auto":
+        return recurrence
+    return "loop" if device_type == "cpu" and hidden_size <= AUTO_LOOP_MAX_HIDDEN else "nn_gru"
 #: Buffers and parameters of ``nn.BatchNorm1d``.
 NORM_TENSOR_NAMES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -211,10 +226,9 @@ class CausalTwinGRU(SequenceEncoder):
     """
 
     def __init__(self, input_size: int = 150, hidden_size: int = 1024, num_layers: int = 3,
-                 recurrence: str = "nn_gru") -> None:
+                 recurrence: str = "auto") -> None:
         super().__init__(input_size, hidden_size, num_layers)
-        if recurrence not in RECURRENCES:
-            raise ValueError(f"unknown recurrence {recurrence!r}; choose one of {', '.join(RECURRENCES)}")
+        resolve_recurrence(recurrence, hidden_size)   # checks the name
         self.recurrence = recurrence
         self.layers = nn.ModuleList(
             CausalTwinGRULayer(input_size if l == 0 else 2 * hidden_size, hidden_size)
@@ -230,7 +244,8 @@ class CausalTwinGRU(SequenceEncoder):
 
     def uses_loop(self, frames: torch.Tensor) -> bool:
         """Whether :meth:`encode_frames` takes the time-loop path for ``frames``."""
-        return self.recurrence == "loop" and not _autocast_enabled(frames.device.type)
+        path = resolve_recurrence(self.recurrence, self.hidden_size, frames.device.type)
+        return path == "loop" and not _autocast_enabled(frames.device.type)
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames (N, T, input_size)`` -> ``(N, 2*hidden_size)``."""
