@@ -10,6 +10,8 @@
   and a solution whose comments say "for" earn everything, a partly solved one the points of
   its first function, one that delegates to the library and the empty one nothing.
 * Every assignment states learning objectives and a time, and asks one written question.
+* The recorded nbgrader round trip (``classroom/nbgrader_run.json``, ``make nbgrader``) passed
+  and was made from the current notebooks.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import classroom_samples as samples  # noqa: E402
+import nbgrader_roundtrip  # noqa: E402
 import student_versions as sv  # noqa: E402
 
 CHAPTERS = sorted((ROOT / "book").glob("ch*.ipynb"))
@@ -336,3 +339,16 @@ def test_sample_submissions_earn_exactly_their_points(runner, tmp_path: Path, na
     assert earned == samples.expected_points(teacher, kind), report.failures
     if kind == "delegation":
         assert all(why.startswith("DelegationError") for why in report.failures.values()), report.failures
+
+
+def test_the_recorded_nbgrader_run_passed_and_is_for_the_current_notebooks():
+    record = json.loads(nbgrader_roundtrip.RECORD.read_text())
+    assert record["inputs_sha256"] == nbgrader_roundtrip.input_hashes(), \
+        "the notebooks, samples or checker changed since the recorded run: make nbgrader NBGRADER_ARGS=--record"
+    assert record["ok"] and record["problems"] == [] and record["release_differences"] == []
+    assert sorted(record["assignments"]) == ASSIGNMENTS
+    for name, kinds in record["assignments"].items():
+        teacher = sv.read_notebook(sv.SOURCE_ROOT / name / f"{name}.ipynb")
+        assert sorted(kinds) == sorted(samples.KINDS)
+        for kind, scores in kinds.items():
+            assert scores["tests"] == samples.expected_points(teacher, kind), f"{name}/{kind}"

@@ -45,7 +45,8 @@ INPUTS = ("tools/classroom_samples.py", "i2md_lib/grading.py")
 def input_hashes() -> dict[str, str]:
     """sha256 of every source notebook and of the files in :data:`INPUTS` (paths relative to the repo)."""
     paths = [sv.SOURCE_ROOT / n / f"{n}.ipynb" for n in sv.assignments()] + [REPO / p for p in INPUTS]
-    return {str(p.relative_to(REPO)): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    return {str(p.relative_to(REPO)): hashlib.sha256(p.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+            for p in paths}
 
 
 def nbgrader(course: Path, *args: str) -> float:
