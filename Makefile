@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 # torch is pinned in the install step (a CPU wheel on our machines); pyproject keeps a range.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install browser book test test-fast results clean
+.PHONY: install browser book test test-fast results nbgrader clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,24 @@ results: install
 
 test-fast: install
 	I2MD_PROFILE=smoke $(PY) -m pytest -x -q -m "not reader" tests
+
+# The nbgrader round trip over classroom/: generate_assignment, then autograde a solved, an
+# empty, a partly solved and a delegating submission of every assignment, and check the points
+# in nbgrader's gradebook (tools/nbgrader_roundtrip.py). nbgrader brings JupyterLab and more, so
+# it gets a virtualenv of its own, with this repository (and its pinned CPU torch) installed.
+NBGRADER_VENV ?= .venv-nbgrader
+NBGRADER      ?= nbgrader==0.9.6
+# NBGRADER_ARGS=--record rewrites the recorded run, classroom/nbgrader_run.json
+NBGRADER_ARGS ?=
+
+$(NBGRADER_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(NBGRADER_VENV)
+	$(NBGRADER_VENV)/bin/python -m pip install --quiet "$(TORCH)" "$(NBGRADER)" -e .
+	touch $@
+
+nbgrader: $(NBGRADER_VENV)/.installed
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+	  $(NBGRADER_VENV)/bin/python tools/nbgrader_roundtrip.py $(NBGRADER_ARGS)
 
 clean:
 	rm -rf _build .pytest_cache

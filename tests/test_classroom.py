@@ -6,9 +6,16 @@
   the student versions (``classroom/release``, made by ``tools/student_versions.py``) run
   but fail every test cell until filled in; wrong answers fail them; grading restores the
   hidden tests.
+* Hand-made submissions (``tools/classroom_samples.py``) earn exactly their points: the solution
+  and a solution whose comments say "for" earn everything, a partly solved one the points of
+  its first function, one that delegates to the library and the empty one nothing.
+* Every assignment states learning objectives and a time, and asks one written question.
+* The recorded nbgrader round trip (``classroom/nbgrader_run.json``, ``make nbgrader``) passed
+  and was made from the current notebooks.
 """
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import re
@@ -19,6 +26,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
+import classroom_samples as samples  # noqa: E402
+import nbgrader_roundtrip  # noqa: E402
 import student_versions as sv  # noqa: E402
 
 CHAPTERS = sorted((ROOT / "book").glob("ch*.ipynb"))
@@ -100,7 +109,8 @@ def headings_outside_fences(markdown: str) -> list[tuple[int, str]]:
 
 def test_there_are_chapters_and_assignments():
     assert CHAPTERS, "no chapter notebooks under book/"
-    assert len(ASSIGNMENTS) >= 3, f"expected at least three assignments, found {ASSIGNMENTS}"
+    assert len(ASSIGNMENTS) >= 4, f"expected at least four assignments, found {ASSIGNMENTS}"
+    assert "knn_probe" in ASSIGNMENTS, "the evaluation side needs its assignment"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
@@ -223,53 +233,49 @@ def test_committed_student_versions_are_up_to_date():
     assert sv.out_of_date() == [], "run: python tools/student_versions.py release"
 
 
+LIBRARY_CALL = re.compile(r"\b(modalities|losses|dna|knn|results|splits)\.\w+\(")
+
+
+def _own_work_checked(test_source: str) -> set[str]:
+    """Names of the functions a test cell hands to ``grading.own_work``."""
+    calls = [node for node in ast.walk(ast.parse(test_source)) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute) and node.func.attr == "own_work"]
+    return {call.args[0].id for call in calls if call.args and isinstance(call.args[0], ast.Name)}
+
+
+def _defined_functions(source: str) -> set[str]:
+    return {node.name for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)}
+
+
 @pytest.mark.parametrize("name", ASSIGNMENTS)
 def test_assignment_has_graded_tests_that_compare_with_the_library(name: str):
     nb = sv.read_notebook(sv.SOURCE_ROOT / name / f"{name}.ipynb")
     tests = [c for c in nb["cells"] if sv.is_test_cell(c)]
-    solutions = [c for c in nb["cells"] if sv.is_solution_cell(c)]
+    solutions = [c for c in nb["cells"] if sv.is_solution_cell(c) and c["cell_type"] == "code"]
     assert len(solutions) >= 2 and len(tests) >= 2
     assert all(sv.nbgrader_meta(c)["points"] > 0 for c in tests)
-    assert not any(re.search(r"\b(modalities|losses|dna)\.\w+\(", sv.cell_source(c)) for c in solutions), \
-        "a solution must not call the library function it is compared with"
-    assert all(re.search(r"\b(modalities|losses|dna)\.\w+\(", sv.cell_source(c)) for c in tests)
+    assert all(LIBRARY_CALL.search(sv.cell_source(c)) for c in tests), "each test compares with the library"
+    written = {f for c in solutions for f in _defined_functions(sv.cell_source(c))}
+    checked = {f for c in tests for f in _own_work_checked(sv.cell_source(c))}
+    assert written and written <= checked, \
+        f"every function students write must go through grading.own_work; unchecked: {written - checked}"
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_assignment_states_objectives_time_and_a_written_question(name: str):
+    nb = sv.read_notebook(sv.SOURCE_ROOT / name / f"{name}.ipynb")
+    intro = sv.cell_source(nb["cells"][0])
+    assert "**Learning objectives.**" in intro, "the introduction lists learning objectives"
+    objectives = re.findall(r"^\* ", intro.split("**Learning objectives.**")[1].split("**Time.**")[0], re.M)
+    assert len(objectives) >= 2, "at least two learning objectives"
+    assert re.search(r"\*\*Time\.\*\* About \d+ minutes", intro), "the introduction states a time estimate"
+    written = [c for c in nb["cells"] if sv.is_written_answer(c) and c["cell_type"] == "markdown"]
+    assert len(written) == 1, "one written question, graded by hand"
+    assert sv.nbgrader_meta(written[0])["points"] > 0
+    assert sv.BEGIN_SOLUTION in sv.cell_source(written[0]), "the written question has a model answer"
 
 
 # -- running them (one kernel for all notebooks: each starts from an empty namespace) ----------------
-#: A plausible wrong answer for every solution cell: each must make its test cell fail.
-WRONG_ANSWERS = {
-    "bones": "def bones(x):\n    out = np.zeros_like(x)\n    for c, p in skeleton.NTU_BONE_PAIRS_1BASED:\n"
-             "        out[..., c - 1, :] = x[..., p - 1, :] - x[..., c - 1, :]\n    return out",
-    "bones_torch": "def bones_torch(x):\n    parents = torch.tensor(skeleton.PARENTS.tolist())\n"
-                   "    return x - x[..., parents, :].detach()",
-    "neighbour_kl": "def neighbour_kl(tk, tq, sq, ss, topk, tau_t, tau_s):\n"
-                    "    top, index = (tk @ tq.T).topk(topk, dim=1)\n"
-                    "    p = F.softmax(top / tau_s, dim=1)\n"
-                    "    log_q = F.log_softmax((sq @ ss.T).gather(1, index) / tau_s, dim=1)\n"
-                    "    return (p * (p.log() - log_q)).sum(1).mean()",
-    "mutual_distillation": "def mutual_distillation(keys, queries, queues, topk, tau_t, tau_s):\n"
-                           "    return sum(neighbour_kl(keys[t], queues[t], queries[s], queues[s], topk, tau_t, tau_s)\n"
-                           "               for t, s in itertools.combinations(keys, 2))",
-    "select": "def select(key, queue, max_neighbors, threshold, margin):\n"
-              "    k = min(max_neighbors, len(queue))\n"
-              "    similarity, index = (key @ queue.T).topk(k, dim=1)\n"
-              "    return index, similarity, similarity >= threshold",
-    "aggregate": "def aggregate(key, queue, index, similarity, selected, tau):\n"
-                 "    w = torch.softmax(torch.cat([torch.ones(len(key), 1), similarity], 1) / tau, dim=1)\n"
-                 "    members = torch.cat([key[:, None], queue[index]], 1)\n"
-                 "    return F.normalize((w[..., None] * members).sum(1), dim=1)",
-}
-
-
-def _fill(nb: dict, answers: dict[str, str]) -> dict:
-    out = copy.deepcopy(nb)
-    for cell in out["cells"]:
-        grade_id = sv.nbgrader_meta(cell).get("grade_id")
-        if sv.is_solution_cell(cell) and grade_id in answers:
-            cell["source"] = answers[grade_id]
-    return out
-
-
 @pytest.fixture(scope="module")
 def runner():
     with sv.NotebookRunner(ROOT / "classroom") as kernel:
@@ -292,7 +298,7 @@ def test_solution_passes_student_version_fails_and_wrong_answers_fail(runner, na
     assert {o.grade_id: o.error for o in unsolved if o.grade_id in test_ids} == \
         dict.fromkeys(test_ids, "NotImplementedError")
 
-    wrong = sv.with_teacher_tests(_fill(student, WRONG_ANSWERS), teacher, Path(f"{name}.ipynb"))
+    wrong = sv.with_teacher_tests(samples.submission(teacher, student, "wrong"), teacher, Path(f"{name}.ipynb"))
     failed = {o.grade_id: o.error for o in runner.run(wrong) if o.grade_id in test_ids}
     assert failed == dict.fromkeys(test_ids, "AssertionError"), "a wrong answer must fail its test"
 
@@ -300,10 +306,11 @@ def test_solution_passes_student_version_fails_and_wrong_answers_fail(runner, na
 def test_grading_restores_hidden_tests_and_counts_points(runner, tmp_path: Path):
     """A submission that passes the visible tests but not a hidden one loses those points."""
     student = sv.read_notebook(sv.RELEASE_ROOT / "bone_modality" / "bone_modality.ipynb")
-    right = "def bones(x):\n    return modalities.to_bone(x)"
+    teacher = sv.read_notebook(sv.SOURCE_ROOT / "bone_modality" / "bone_modality.ipynb")
+    right = samples.teacher_answers(teacher)["bones"]
     float32_only = ("def bones_torch(x):\n    parents = torch.tensor(skeleton.PARENTS.tolist())\n"
                     "    y = x.float()\n    return y - y[..., parents, :]")
-    submission = _fill(student, {"bones": right, "bones_torch": float32_only})
+    submission = samples.fill(student, {"bones": right, "bones_torch": float32_only})
     for cell in submission["cells"]:           # a student who "fixes" a test to pass does not gain
         if sv.nbgrader_meta(cell).get("grade_id") == "test_bones_torch":
             cell["source"] = "print('all good')"
@@ -314,3 +321,34 @@ def test_grading_restores_hidden_tests_and_counts_points(runner, tmp_path: Path)
     assert report.points == {"test_bones": (2.0, 2.0), "test_bones_torch": (0.0, 2.0)}
     assert report.total == (2.0, 4.0)
     assert report.failures["test_bones_torch"].startswith("AssertionError")
+    assert report.by_hand == {"written_bones": 2.0}, "the written answer is left to the teacher"
+
+
+@pytest.mark.parametrize("kind", samples.KINDS)
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_sample_submissions_earn_exactly_their_points(runner, tmp_path: Path, name: str, kind: str):
+    """Full marks for the solution (comments saying "for" included), the first test's points for a
+    partly solved notebook, nothing for delegating to the library or for the empty notebook."""
+    teacher = sv.read_notebook(sv.SOURCE_ROOT / name / f"{name}.ipynb")
+    student = sv.read_notebook(sv.RELEASE_ROOT / name / f"{name}.ipynb")
+    path = tmp_path / kind / f"{name}.ipynb"
+    path.parent.mkdir()
+    path.write_text(sv.dumps(samples.submission(teacher, student, kind)))
+    report = sv.grade(path, runner=runner)
+    earned = {grade_id: got for grade_id, (got, _) in report.points.items()}
+    assert earned == samples.expected_points(teacher, kind), report.failures
+    if kind == "delegation":
+        assert all(why.startswith("DelegationError") for why in report.failures.values()), report.failures
+
+
+def test_the_recorded_nbgrader_run_passed_and_is_for_the_current_notebooks():
+    record = json.loads(nbgrader_roundtrip.RECORD.read_text())
+    assert record["inputs_sha256"] == nbgrader_roundtrip.input_hashes(), \
+        "the notebooks, samples or checker changed since the recorded run: make nbgrader NBGRADER_ARGS=--record"
+    assert record["ok"] and record["problems"] == [] and record["release_differences"] == []
+    assert sorted(record["assignments"]) == ASSIGNMENTS
+    for name, kinds in record["assignments"].items():
+        teacher = sv.read_notebook(sv.SOURCE_ROOT / name / f"{name}.ipynb")
+        assert sorted(kinds) == sorted(samples.KINDS)
+        for kind, scores in kinds.items():
+            assert scores["tests"] == samples.expected_points(teacher, kind), f"{name}/{kind}"

@@ -7,7 +7,9 @@ cell conventions of nbgrader (so nbgrader can use them as they are):
   ``### BEGIN SOLUTION`` and ``### END SOLUTION``;
 * an autograded test cell has ``nbgrader.grade: true``, a ``grade_id`` and ``points``;
   lines between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` are graded
-  but not shown to students.
+  but not shown to students;
+* a written answer (nbgrader's "manually graded answer") is a markdown cell with both
+  ``solution: true`` and ``grade: true`` and ``points``; a teacher grades it by hand.
 
 Commands (run from the repository root)::
 
@@ -20,7 +22,11 @@ Commands (run from the repository root)::
 ``raise NotImplementedError()`` (markdown: ``YOUR ANSWER HERE``), removes hidden tests
 and all outputs, and keeps the visible tests. ``grade`` puts the teacher's test cells
 (hidden tests included) back into a submitted notebook, runs it in a fresh kernel and
-gives each test cell its points when it runs without an error.
+gives each test cell its points when it runs without an error; it lists the written answers,
+which it leaves to the teacher. The test cells also pass each function to
+``i2md_lib.grading.own_work``, so a function that calls the library it should replace earns
+nothing (``tools/classroom_samples.py`` holds hand-made submissions that check this, and
+``tools/nbgrader_roundtrip.py`` runs the same round trip in nbgrader itself).
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -64,6 +70,12 @@ def is_test_cell(cell: dict) -> bool:
     """An autograded test: ``grade: true`` on a code cell that is not itself a solution."""
     meta = nbgrader_meta(cell)
     return cell["cell_type"] == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+def is_written_answer(cell: dict) -> bool:
+    """A manually graded answer: ``solution`` and ``grade`` both true (nbgrader's "manually graded answer")."""
+    meta = nbgrader_meta(cell)
+    return bool(meta.get("solution")) and bool(meta.get("grade"))
 
 
 def cell_source(cell: dict) -> str:
@@ -275,6 +287,7 @@ class GradeReport:
     submission: Path
     points: dict[str, tuple[float, float]]   # grade_id -> (earned, possible)
     failures: dict[str, str]                 # grade_id -> "ErrorName: message"
+    by_hand: dict[str, float] = field(default_factory=dict)   # written answers: grade_id -> points
 
     @property
     def total(self) -> tuple[float, float]:
@@ -321,17 +334,19 @@ def grade(submission: Path, source_root: Path = SOURCE_ROOT,
             outcomes = {o.grade_id: o for o in fresh.run(nb) if o.grade_id}
     else:
         outcomes = {o.grade_id: o for o in runner.run(nb) if o.grade_id}
-    points, failures = {}, {}
+    points, failures, by_hand = {}, {}, {}
     for cell in teacher["cells"]:
+        meta = nbgrader_meta(cell)
+        if is_written_answer(cell):
+            by_hand[meta["grade_id"]] = float(meta["points"])
         if not is_test_cell(cell):
             continue
-        meta = nbgrader_meta(cell)
         outcome = outcomes.get(meta["grade_id"])
         passed = outcome is not None and outcome.error is None
         points[meta["grade_id"]] = (float(meta["points"]) if passed else 0.0, float(meta["points"]))
         if not passed:
             failures[meta["grade_id"]] = f"{outcome.error}: {outcome.message}" if outcome else "not run"
-    return GradeReport(submission, points, failures)
+    return GradeReport(submission, points, failures, by_hand)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -365,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                 for grade_id, (got, of) in report.points.items():
                     why = f"  ({report.failures[grade_id]})" if grade_id in report.failures else ""
                     print(f"  {grade_id}: {got:g}/{of:g}{why}")
+                for grade_id, of in report.by_hand.items():
+                    print(f"  {grade_id}: ?/{of:g}  (a written answer: grade it by hand)")
     except AssignmentError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
