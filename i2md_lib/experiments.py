@@ -148,12 +148,44 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
         "metrics": metrics,
     }
     path = result_path(profile, suite, variant.name, seed, out_root)
+    if variant.pretrain and seed == CHAPTER_SEED and variant.name in CHAPTER_RUNS.get(suite, ()):
+        save_chapter_state(path, cfg, model, folder, record)
     if seed == seeds_with_embedding(profile):
         modality = "joint" if "joint" in model.modalities else model.modalities[0]
         embedding = tsne_embedding(model.encoders("query")[modality], modality, cfg)
         atomic_write(embedding_path(path), lambda tmp: tmp.write_text(json.dumps(embedding)))
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=_jsonable)))
     return record
+
+
+#: The runs whose trained state the chapters inspect (not only their metrics): their model
+#: files and logs are committed next to the result files, so the book loads them.
+CHAPTER_RUNS: dict[str, tuple[str, ...]] = {"main": ("moco_joint", "moco3", "posmining", "cmd", "i2md")}
+CHAPTER_SEED = 0
+
+
+def model_file_path(result_file: Path) -> Path:
+    """``seed<k>_model.pt`` next to a result file: config, weights and queues of the run."""
+    return result_file.with_name(result_file.stem + "_model.pt")
+
+
+def log_file_path(result_file: Path) -> Path:
+    """``seed<k>_log.csv.gz`` next to a result file: the run's training log."""
+    return result_file.with_name(result_file.stem + "_log.csv.gz")
+
+
+def save_chapter_state(result_file: Path, cfg: ExperimentConfig, model, run_folder: Path,
+                       record: Mapping[str, Any]) -> None:
+    """Write the model file and the compressed log of a run the chapters inspect."""
+    import gzip
+
+    from .models.pretrained import save_model_file
+    from .train import LOG_NAME
+
+    meta = {k: record[k] for k in ("command", "commit", "dirty", "created", "config_digest")}
+    save_model_file(model_file_path(result_file), cfg, model, meta)
+    log = (Path(run_folder) / LOG_NAME).read_bytes()
+    atomic_write(log_file_path(result_file), lambda tmp: tmp.write_bytes(gzip.compress(log, mtime=0)))
 
 
 def seeds_with_embedding(profile: str) -> int:
@@ -287,17 +319,51 @@ def suite_results(suite: str, profile: str | None = None, seeds: Iterable[int] |
 
 def trained_model(suite: str, variant: str, seed: int = 0, profile: str | None = None,
                   runs_root: Path | None = None, progress: bool = True):
-    """``(cfg, model)`` of one suite run, pretraining it first if needed.
+    """``(cfg, model)`` of one suite run, loaded or pretrained.
 
-    The run folder is the one :func:`run_suite` uses, so a chapter reuses what
-    ``make results`` trained (a finished checkpoint resumes to the end at once) and
-    otherwise trains the same run itself.
+    A committed model file of the run (:data:`CHAPTER_RUNS`) made with today's config is
+    loaded; otherwise the run folder :func:`run_suite` uses is trained (a finished
+    checkpoint there resumes to the end at once).
     """
+    from .models.pretrained import load_pretrained
     from .pipeline import pretrained_model
 
     profile = active_profile(profile)
     chosen = _variants(suite, [variant])[0]
     cfg = variant_config(chosen, profile, seed)
+    committed = model_file_path(result_path(profile, suite, chosen.name, seed))
+    if chosen.pretrain and _matches(committed, cfg):
+        return cfg, load_pretrained(committed)[1]
     folder = run_dir(suite, chosen.name, seed, profile, runs_root) if chosen.pretrain else None
     model, _ = pretrained_model(cfg, folder, progress=progress)
     return cfg, model
+
+
+def run_log(suite: str, variant: str, seed: int = 0, profile: str | None = None,
+            runs_root: Path | None = None) -> list[dict[str, float]]:
+    """The training log (one dict per step) of one suite run: the committed one if it was
+    made with today's config, else the run folder's (trained first if needed)."""
+    import gzip
+
+    from .train import LOG_NAME, log_rows, read_log
+
+    profile = active_profile(profile)
+    chosen = _variants(suite, [variant])[0]
+    cfg = variant_config(chosen, profile, seed)
+    result_file = result_path(profile, suite, chosen.name, seed)
+    if _matches(model_file_path(result_file), cfg) and log_file_path(result_file).is_file():
+        text = gzip.decompress(log_file_path(result_file).read_bytes()).decode()
+        return log_rows(text.splitlines(), str(log_file_path(result_file)))
+    trained_model(suite, variant, seed, profile, runs_root, progress=False)
+    return read_log(run_dir(suite, chosen.name, seed, profile, runs_root) / LOG_NAME)
+
+
+def _matches(model_file: Path, cfg: ExperimentConfig) -> bool:
+    """Whether ``model_file`` exists and was trained with ``cfg`` (runtime keys aside)."""
+    from .checkpoint import RUNTIME_KEYS, config_differences
+    from .models.pretrained import load_model_file
+
+    if not model_file.is_file():
+        return False
+    saved = load_model_file(model_file)["config"]
+    return not set(config_differences(saved, cfg.to_dict())) - RUNTIME_KEYS

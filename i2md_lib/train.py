@@ -350,15 +350,19 @@ def read_log(path: str | Path, allow_partial_last_row: bool = False) -> list[dic
     instead of raising ``ValueError``.
     """
     path = Path(path)
-    rows: list[dict[str, float]] = []
     with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        lines = list(reader)
-    for i, r in enumerate(lines):
+        return log_rows(f, str(path), allow_partial_last_row)
+
+
+def log_rows(lines: Iterable[str], source: str, allow_partial_last_row: bool = False) -> list[dict[str, float]]:
+    """The rows of CSV ``lines`` of a training log; errors name ``source`` and the line."""
+    rows: list[dict[str, float]] = []
+    records = list(csv.DictReader(lines))
+    for i, r in enumerate(records):
         try:
             rows.append({k: int(v) if k in ("step", "epoch") else float(v) for k, v in r.items()})
         except (TypeError, ValueError) as e:
-            if allow_partial_last_row and i == len(lines) - 1:
+            if allow_partial_last_row and i == len(records) - 1:
                 break
-            raise ValueError(f"{path}, line {i + 2}: not a row of a training log ({e})") from e
+            raise ValueError(f"{source}, line {i + 2}: not a row of a training log ({e})") from e
     return rows

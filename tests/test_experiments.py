@@ -113,3 +113,34 @@ def test_headline_rule_by_hand():
     assert report.headline_value({"protocol": "semi", "modality": "joint", "fraction": 0.01,
                                   "top1_mean": 30.0}) == ("semi 1%", 30.0)
     assert report.headline_value({"protocol": "other"}) is None
+
+
+def test_chapter_runs_commit_a_model_file_and_log_that_load_without_training(tmp_path, monkeypatch):
+    """The runs chapters inspect leave ``seed0_model.pt`` (weights + queues, no optimiser) and
+    ``seed0_log.csv.gz`` next to their result file; ``trained_model``/``run_log`` then load them."""
+    monkeypatch.setenv("I2MD_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("I2MD_RUNS_DIR", str(tmp_path / "runs"))
+    experiments.run_suite("main", "smoke", seeds=[0], variants=["moco_joint"], protocols=("knn",))
+    result = experiments.result_path("smoke", "main", "moco_joint", 0)
+    model_file, log_file = experiments.model_file_path(result), experiments.log_file_path(result)
+    assert model_file.is_file() and log_file.is_file()
+    import shutil
+
+    import torch
+
+    from i2md_lib.train import read_log
+
+    trained_log = read_log(experiments.run_dir("main", "moco_joint", 0, "smoke") / "log.csv")
+    shutil.rmtree(tmp_path / "runs")                                # a clean clone has no runs/
+    cfg, model = experiments.trained_model("main", "moco_joint", profile="smoke", progress=False)
+    assert not (tmp_path / "runs").exists()                         # loaded, not trained again
+    state = torch.load(model_file, weights_only=True)
+    assert "optimizer" not in state and state["meta"]["config_digest"] == cfg.digest()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state["model"].items())
+    assert experiments.run_log("main", "moco_joint", profile="smoke") == trained_log
+    assert not (tmp_path / "runs").exists()
+    # another config: the committed file does not fit, so the run trains
+    monkeypatch.setitem(experiments.CHAPTER_RUNS, "main", ())
+    other = experiments.run_suite("main", "smoke", seeds=[0], variants=["moco3"], protocols=("knn",))
+    assert not experiments.model_file_path(experiments.result_path("smoke", "main", "moco3", 0)).exists()
+    assert other[0]["variant"] == "moco3"

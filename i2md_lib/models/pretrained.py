@@ -3,6 +3,11 @@
 :func:`load_pretrained` reads a run folder (or its ``checkpoint.pt``), rebuilds the
 :class:`~i2md_lib.models.moco.MoCo` of the stored config and loads the weights and
 queues; downstream tasks take its query encoders (:func:`~i2md_lib.models.moco.encoders_for_eval`).
+
+A *model file* (``*_model.pt``, :func:`save_model_file`) is the slim form the book
+commits next to its result files: the config, the weights and the queues (what a
+chapter inspects), without the optimiser and random-generator state of a checkpoint.
+:func:`load_pretrained` reads it too.
 """
 from __future__ import annotations
 
@@ -10,13 +15,50 @@ from pathlib import Path
 
 import torch
 
+import pickle
+import zipfile
+from typing import Any, Mapping
+
 from ..checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from ..config import ExperimentConfig
+from ..utils import atomic_write
 from .moco import MoCo, build_model
+
+MODEL_FILE_FORMAT = "i2md-model-1"
+MODEL_FILE_SUFFIX = "_model.pt"
+
+
+def save_model_file(path: str | Path, cfg: ExperimentConfig, model: MoCo,
+                    meta: Mapping[str, Any] | None = None) -> Path:
+    """Write ``cfg``, the weights and the queues of ``model`` (no optimiser state) atomically.
+
+    ``path`` must end in ``_model.pt``; ``meta`` (plain types) records where it came from,
+    e.g. the commit and the command.
+    """
+    path = Path(path)
+    if not path.name.endswith(MODEL_FILE_SUFFIX):
+        raise ValueError(f"{path}: a model file's name ends in {MODEL_FILE_SUFFIX!r}")
+    state = {"format": MODEL_FILE_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
+             "meta": dict(meta or {})}
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The contents of a :func:`save_model_file` file (read with ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no model file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"{path}: unreadable model file (corrupt or truncated?): {e}") from e
+    if not isinstance(state, dict) or state.get("format") != MODEL_FILE_FORMAT or not {"config", "model"} <= set(state):
+        raise CheckpointError(f"{path}: not an i2md_lib model file (expected format {MODEL_FILE_FORMAT!r})")
+    return state
 
 
 def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ExperimentConfig, MoCo]:
-    """``(cfg, model)`` from a run folder or a checkpoint file; the model is in eval mode.
+    """``(cfg, model)`` from a run folder, a checkpoint file or a model file; the model is in eval mode.
 
     Raises:
         FileNotFoundError: no checkpoint there.
@@ -25,7 +67,8 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     file = checkpoint_path(path) if path.is_dir() else path
-    state = load_checkpoint(file, map_location)
+    is_model_file = file.name.endswith(MODEL_FILE_SUFFIX)
+    state = load_model_file(file, map_location) if is_model_file else load_checkpoint(file, map_location)
     try:
         cfg = ExperimentConfig.from_dict(state["config"])
     except ValueError as e:
