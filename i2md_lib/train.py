@@ -35,7 +35,6 @@ from typing import Any, Callable, Iterable
 import torch
 import yaml
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from .checkpoint import (CHECKPOINT_FORMAT, CONFIG_NAME, ConfigMismatchError, capture_rng_state,
                          check_resume_config, checkpoint_path, load_checkpoint, restore_rng_state,
@@ -45,6 +44,7 @@ from . import diagnostics, distributed
 from .data.datasets import EpochShuffleSampler, PretrainDataset, load_arrays
 from .data.store import SkeletonArrays
 from .methods import method_loss
+from .progress import progress_bar
 from .models.moco import MoCo, build_model
 from .utils import atomic_write, set_seed
 
@@ -149,7 +149,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: Path, resume: bool, max_steps:
         while epoch < p.epochs and not stop():
             model.train()
             loader = epoch_loader(dataset, cfg, epoch, skip_batches=batch_in_epoch, ctx=ctx)
-            bar = tqdm(loader, desc=f"{p.method} epoch {epoch + 1}/{p.epochs}",
+            bar = progress_bar(loader, desc=f"{p.method} epoch {epoch + 1}/{p.epochs}",
                        disable=not (progress and ctx.is_main),
                        initial=batch_in_epoch, total=batches_per_epoch, leave=False)
             for view_q, view_k, index in bar:

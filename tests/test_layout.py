@@ -17,7 +17,7 @@ PACKAGE = ROOT / "i2md_lib"
 #: higher one, and the import graph (imports inside functions included) has no cycle.
 LAYERS: list[tuple[str, list[str]]] = [
     ("settings", ["config", ""]),
-    ("basics", ["utils", "skeleton", "exchange"]),
+    ("basics", ["utils", "skeleton", "exchange", "progress"]),
     ("data", ["data", "data.*"]),
     ("losses, encoders, files", ["losses", "losses.*", "dna", "imd", "models", "models.encoders",
                                  "models.gru_recurrence", "models.cmd_checkpoint", "checkpoint"]),

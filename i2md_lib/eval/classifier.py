@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..config import EvalConfig
 from ..data.modalities import to_modality
+from ..progress import progress_bar
 from .results import EvalPoint, topk_accuracy
 
 #: ``() -> (val probabilities (N_val, K) or None, test probabilities (N_test, K))``
@@ -105,7 +105,7 @@ def train_and_track(
     curve: list[EvalPoint] = []
     val_history: list[np.ndarray | None] = []
     test_history: list[np.ndarray] = []
-    for epoch in tqdm(range(1, cfg.epochs + 1), desc=desc, disable=not progress):
+    for epoch in progress_bar(range(1, cfg.epochs + 1), desc=desc, disable=not progress):
         model.train()
         total, count = 0.0, 0
         for x, y in train_batches(epoch):

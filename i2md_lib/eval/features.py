@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..config import DataConfig, EvalConfig
 from ..data.datasets import EvalDataset, make_loader, set_epoch
 from ..data.modalities import MODALITIES, to_modality
 from ..data.store import SkeletonArrays
+from ..progress import progress_bar
 from .setup import EvalSetup, as_device
 
 
@@ -88,7 +88,7 @@ def encode_loader(
         ``features (N, D)`` float32 and ``labels (N,)`` int64, in loader order.
     """
     feats, labels = [], []
-    for clips, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
+    for clips, y in progress_bar(loader, desc=desc, leave=False, disable=not progress):
         x = to_modality(clips.to(device, non_blocking=True).float(), modality)  # (B, C, T, V, M)
         feats.append(encoder(x).float().cpu())                                   # (B, D)
         labels.append(torch.as_tensor(y))

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..config import ExperimentConfig
 from ..data.store import SkeletonArrays
@@ -100,7 +100,7 @@ def evaluate_encoders(
     tuned = [m for m in streams if m in semi_modalities]
     if "semi" in protocols:
         results["semi"] = {m: semi_supervised_eval(encoders[m], m, setup)
-                           for m in tqdm(tuned, desc="semi-supervised", disable=not progress or len(tuned) < 2)}
+                           for m in progress_bar(tuned, desc="semi-supervised", disable=not progress or len(tuned) < 2)}
     if "finetune" in protocols:
         results["finetune"] = {m: finetune_eval(encoders[m], m, setup, fraction=1.0, seed=cfg.eval.seed)
                                for m in tuned}
