@@ -249,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit("need at least 2 pretraining seeds and 2 evaluation seeds")
     pair = tuple(args.pair) if all(m in args.methods for m in args.pair) else None
     profile = args.profile
+    code = experiments.git_commit()      # before anything runs: the code that produced the numbers
     started = time.perf_counter()
     jobs = [(m, profile, s, args.runs_dir) for m in args.methods for s in args.seeds
             if experiments._variants("main", [m])[0].pretrain]
@@ -279,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "tool": "tools/noise_budget.py", "profile": profile,
         "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} "
                    + shlex.join(["python", "tools/noise_budget.py", *(sys.argv[1:] if argv is None else argv)]),
-        **experiments.git_commit(), "dirty_paths": dirty, "hardware": experiments.hardware(),
+        **code, "dirty_paths": dirty, "hardware": experiments.hardware(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seeds": list(args.seeds), "eval_seeds": list(args.eval_seeds), "methods": list(args.methods),
         "semi_fraction": SEMI_FRACTION, "num_test": int(any_run["correct"]["knn_joint"].shape[-1]),
