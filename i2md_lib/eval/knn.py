@@ -64,15 +64,19 @@ def knn_accuracy(
         raise ValueError(f"gallery {gallery.shape} and queries {queries.shape} must be (N, D) with one D")
     if len(gallery) != len(gallery_labels) or len(queries) != len(query_labels):
         raise ValueError("features and labels differ in length")
-    accuracies = {}
-    for k in ks:
-        if not 1 <= k <= len(gallery):
-            raise ValueError(f"k={k} needs 1 <= k <= gallery size ({len(gallery)} clips)")
-        knn = KNeighborsClassifier(n_neighbors=k, metric="cosine")
-        knn.fit(gallery, np.asarray(gallery_labels))
-        predicted = knn.predict(queries)
-        accuracies[int(k)] = float(100.0 * np.mean(predicted == np.asarray(query_labels)))
-    return accuracies
+    return {int(k): float(100.0 * np.mean(knn_predict(gallery, gallery_labels, queries, k)
+                                          == np.asarray(query_labels)))
+            for k in ks}
+
+
+def knn_predict(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray,
+                k: int = 1) -> np.ndarray:
+    """Cosine ``k``-NN label of every query: ``(N_g, D)``, ``(N_g,)``, ``(N_q, D)`` -> ``(N_q,)``."""
+    if not 1 <= k <= len(gallery):
+        raise ValueError(f"k={k} needs 1 <= k <= gallery size ({len(gallery)} clips)")
+    knn = KNeighborsClassifier(n_neighbors=k, metric="cosine")
+    knn.fit(gallery, np.asarray(gallery_labels))
+    return knn.predict(queries)
 
 
 def knn_eval(encoder: nn.Module, modality: str, setup: EvalSetup) -> KnnResult:
