@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from i2md_lib import experiments, stats  # noqa: E402
-from i2md_lib.config import ExperimentConfig  # noqa: E402
+from i2md_lib.config import ExperimentConfig, runs_root  # noqa: E402
 
 #: name -> (protocol, stream) of the headline numbers.
 METRICS: dict[str, tuple[str, str]] = {
@@ -73,9 +73,9 @@ def _pretrain(args: tuple[str, str, int, str]) -> str:
     """Worker: make sure the run of (method, seed) is pretrained (single-threaded)."""
     import torch
 
-    method, profile, seed, runs_root = args
+    method, profile, seed, runs_folder = args
     torch.set_num_threads(1)
-    experiments.trained_model("main", method, seed, profile, runs_root=Path(runs_root), progress=False)
+    experiments.trained_model("main", method, seed, profile, runs_root=Path(runs_folder), progress=False)
     return f"{method}/seed{seed}"
 
 
@@ -99,32 +99,29 @@ def measure_model(model, cfg: ExperimentConfig, eval_seeds: Sequence[int]) -> di
     """
     import torch
 
-    from i2md_lib.data.datasets import load_arrays
     from i2md_lib.eval.ensemble import ensemble_classifiers
+    from i2md_lib.eval.features import split_features
     from i2md_lib.eval.finetune import finetune_eval
     from i2md_lib.eval.knn import knn_predict
-    from i2md_lib.eval.linear import infer_num_classes, linear_eval, split_features
+    from i2md_lib.eval.linear import linear_eval
+    from i2md_lib.eval.setup import EvalSetup
     from i2md_lib.models.moco import encoders_for_eval
 
     start = time.perf_counter()
-    device = torch.device("cpu")
     encoders = encoders_for_eval(model)
-    train, test = load_arrays(cfg.data, "train"), load_arrays(cfg.data, "val")
-    num_classes = infer_num_classes(train.labels, test.labels)
-    feats = {m: split_features(enc, train, test, m, cfg.eval, device, data=cfg.data)
-             for m, enc in encoders.items()}
+    setup = EvalSetup.from_config(cfg, device=torch.device("cpu"))
+    setup = setup.replace(num_classes=setup.classes)
+    feats = {m: split_features(enc, m, setup) for m, enc in encoders.items()}
     joint = feats["joint"]
     knn = (knn_predict(joint.train[0], joint.train[1], joint.test[0], 1) == joint.test[1]).astype(np.float64)
     correct: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
     values: dict[str, list[float]] = {name: [] for name in METRICS}
     for e in eval_seeds:
-        ecfg = dataclasses.replace(cfg.eval, seed=e, semi_seeds=(e,))
-        linear = {m: linear_eval(enc, train, test, m, ecfg, device, data=cfg.data, augment=False,
-                                 features=feats[m], num_classes=num_classes, keep_probs=True)
+        seeded = setup.replace(eval=dataclasses.replace(cfg.eval, seed=e, semi_seeds=(e,)))
+        linear = {m: linear_eval(enc, m, seeded, augment=False, features=feats[m], keep_probs=True)
                   for m, enc in encoders.items()}
         ensemble = ensemble_classifiers(list(linear.values())) if len(linear) > 1 else linear["joint"]
-        semi = finetune_eval(encoders["joint"], train, test, "joint", ecfg, device, data=cfg.data,
-                             fraction=SEMI_FRACTION, seed=e, num_classes=num_classes, keep_probs=True)
+        semi = finetune_eval(encoders["joint"], "joint", seeded, fraction=SEMI_FRACTION, seed=e, keep_probs=True)
         runs = {"knn_joint": (100.0 * knn.mean(), knn),
                 "linear_joint": (linear["joint"].top1, chosen_correct(linear["joint"])),
                 "linear_ensemble": (ensemble.top1, chosen_correct(ensemble)),
@@ -235,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="paired difference A - B (both must be in --methods)")
     parser.add_argument("--jobs", type=int, default=1, help="pretraining runs side by side (1 thread each)")
     parser.add_argument("--n-boot", type=int, default=2000)
-    parser.add_argument("--runs-dir", default=str(experiments.RUNS_DIR))
+    parser.add_argument("--runs-dir", default=str(runs_root()))
     parser.add_argument("--out", default=None, help="folder for the report (default results/<profile>/noise)")
     parser.add_argument("--allow-dirty", action="store_true", help="run on uncommitted code (tests only)")
     args = parser.parse_args(argv)
