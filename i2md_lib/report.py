@@ -15,13 +15,24 @@ protocol        value                              column
 (``linear_fast`` counts as ``linear``; ``finetune`` is ``finetune <stream>``.)
 :func:`headline_values` gives one row per (variant, seed) and one column per
 headline metric; :func:`summary_table` their mean ± std per variant.
+
+Comparisons are *paired*: two variants trained with the same seed share their data
+order, initialisation and evaluation draws, so :func:`comparison_table` reports the mean
+over seeds of the per-seed difference with its 95 % Student-t interval
+(:func:`i2md_lib.stats.paired_difference`), and a verdict only when the interval
+excludes zero.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from . import stats
+
 #: The four metrics every method comparison of the book reports.
 HEADLINE_METRICS: tuple[str, ...] = ("knn joint", "linear joint", "linear ensemble", "semi 1%")
+#: The ladder of the main suite: each step adds one idea to the one before.
+LADDER: tuple[tuple[str, str], ...] = (("moco3", "moco_joint"), ("cmd", "moco3"), ("cmd_dna", "cmd"),
+                                       ("i2md", "cmd_dna"))
 STREAMS: tuple[str, ...] = ("joint", "motion", "bone", "ensemble")
 
 
@@ -89,3 +100,49 @@ def summary_table(records: Sequence[Mapping[str, Any]], digits: int = 1):
 
     return pd.DataFrame({c: [cell(mean.loc[v, c], std.loc[v, c], count.loc[v, c]) for v in mean.index]
                          for c in values.columns}, index=[labels[v] for v in mean.index])
+
+
+def paired(values, a: str, b: str, metric: str, confidence: float = 0.95,
+           method: str = "t") -> stats.Interval | None:
+    """Mean over seeds of ``a - b`` on ``metric`` and its interval (seeds both variants have);
+    ``None`` with fewer than two such seeds. ``values``: :func:`headline_values`."""
+    both = values[metric].unstack("variant")[[a, b]].dropna() if metric in values else None
+    if both is None or len(both) < 2:
+        return None
+    return stats.paired_difference(both[a].to_numpy(), both[b].to_numpy(), confidence, method)
+
+
+def verdict(interval: stats.Interval | None, a: str, b: str) -> str:
+    """``"a > b"`` or ``"a < b"`` when the interval excludes 0, else ``"undecided"``."""
+    if interval is None:
+        return "–"
+    if interval.low > 0:
+        return f"{a} > {b}"
+    if interval.high < 0:
+        return f"{a} < {b}"
+    return "undecided"
+
+
+def comparison_table(values, pairs: Sequence[tuple[str, str]] = LADDER,
+                     metrics: Sequence[str] = HEADLINE_METRICS, confidence: float = 0.95):
+    """One row per (comparison, metric): the paired mean difference ``a - b`` (points), its
+    ``confidence`` Student-t interval and half-width, the number of seeds and the verdict."""
+    import pandas as pd
+
+    rows = []
+    for a, b in pairs:
+        for metric in metrics:
+            iv = paired(values, a, b, metric, confidence)
+            rows.append({"comparison": f"{a} − {b}", "metric": metric,
+                         "difference": iv.mean if iv else float("nan"),
+                         "low": iv.low if iv else float("nan"), "high": iv.high if iv else float("nan"),
+                         "half-width": iv.half_width if iv else float("nan"),
+                         "seeds": iv.n if iv else 0, "verdict": verdict(iv, a, b)})
+    return pd.DataFrame(rows).set_index(["comparison", "metric"])
+
+
+def interval_cells(table, digits: int = 1):
+    """:func:`comparison_table` as compact cells ``+1.2 [−0.3, +2.7]`` (comparisons x metrics)."""
+    cell = table.apply(lambda r: (f"{r['difference']:+.{digits}f} [{r['low']:+.{digits}f}, {r['high']:+.{digits}f}]"
+                                  if r["seeds"] >= 2 else "–"), axis=1)
+    return cell.unstack("metric")[list(dict.fromkeys(table.index.get_level_values("metric")))]

@@ -144,3 +144,23 @@ def test_chapter_runs_commit_a_model_file_and_log_that_load_without_training(tmp
     other = experiments.run_suite("main", "smoke", seeds=[0], variants=["moco3"], protocols=("knn",))
     assert not experiments.model_file_path(experiments.result_path("smoke", "main", "moco3", 0)).exists()
     assert other[0]["variant"] == "moco3"
+
+
+def test_paired_comparisons_with_t_intervals_by_hand():
+    records = [{"variant": v, "label": v, "seed": s,
+                "metrics": [{"protocol": "knn", "modality": "joint", "top1@k=1": x}]}
+               for v, xs in {"a": [60.0, 62.0, 61.0], "b": [58.0, 61.0, 57.0]}.items() for s, x in enumerate(xs)]
+    values = report.headline_values(records)
+    iv = report.paired(values, "a", "b", "knn joint")
+    # differences 2, 1, 4: mean 7/3, sd sqrt(7/3), t_{0.975, 2} = 4.3027
+    import math
+    half = 4.302652729911275 * math.sqrt(7 / 3) / math.sqrt(3)
+    assert iv.mean == pytest.approx(7 / 3) and iv.half_width == pytest.approx(half)
+    assert report.verdict(iv, "a", "b") == "undecided"          # 2.33 - 3.79 < 0
+    table = report.comparison_table(values, [("a", "b")], ["knn joint", "linear joint"])
+    assert table.loc[("a − b", "knn joint"), "seeds"] == 3
+    assert table.loc[("a − b", "linear joint"), "verdict"] == "–"     # no such metric
+    sure = report.headline_values([{**r, "metrics": [{**r["metrics"][0], "top1@k=1": r["metrics"][0]["top1@k=1"]
+                                                      + (10 if r["variant"] == "a" else 0)}]} for r in records])
+    assert report.verdict(report.paired(sure, "a", "b", "knn joint"), "a", "b") == "a > b"
+    assert report.interval_cells(table).loc["a − b", "knn joint"].startswith("+2.3 [")
