@@ -81,6 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ERROR_EXIT_CODE
 
 
+def one_line(error: BaseException) -> str:
+    """The text of ``error`` on one line (YAML errors span several)."""
+    return " ".join(str(error).split())
+
+
 def error_message(error: BaseException) -> str:
     """The message of ``error``: its text (errors of this library name the file or key), with
     the exception's type where the text alone says too little (a bug: rerun with --debug)."""
@@ -133,7 +138,7 @@ def parse_set(item: str) -> tuple[str, Any]:
     try:
         return key.strip(), yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        raise ConfigArgumentError(f"--set {item!r}: the value is not valid YAML ({e})") from e
+        raise ConfigArgumentError(f"--set {item!r}: the value is not valid YAML ({one_line(e)})") from e
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -142,7 +147,7 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigArgumentError(f"--config {path}: not valid YAML: {e}") from e
+        raise ConfigArgumentError(f"--config {path}: not valid YAML: {one_line(e)}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
