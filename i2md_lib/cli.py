@@ -12,6 +12,10 @@ Commands::
     prepare-pku  ROOT OUT_DIR [--version pku1|pku2] [--benchmarks ...]
     experiments  --suite main|ablation [--profile ...] [--seeds 0 1 2] [--variants ...] [--jobs N]
 
+Errors (a bad config value or flag, a missing or malformed file) print one line
+``error: <message>`` on stderr, naming the file or config key, and exit with code 2;
+``--debug`` (before or after the command name) shows the traceback instead.
+
 Several GPUs (or CPU processes): ``torchrun --nproc_per_node=N -m i2md_lib pretrain ...``;
 ``pretrain.batch_size`` is the global batch (see :mod:`i2md_lib.distributed`). Only
 rank 0 prints and writes files. ``evaluate`` runs in one process.
