@@ -85,6 +85,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ERROR_EXIT_CODE
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def one_line(error: BaseException) -> str:
     """The text of ``error`` on one line (YAML errors span several)."""
     return " ".join(str(error).split())
@@ -167,7 +183,7 @@ def add_pretrain_command(commands: argparse._SubParsersAction) -> None:
                         help="folder for config.yaml, log.csv and checkpoint.pt")
     parser.add_argument("--no-resume", action="store_true",
                         help="start over even if DIR holds a checkpoint")
-    parser.add_argument("--max-steps", type=int, default=None, metavar="N",
+    parser.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
                         help="stop (and checkpoint) after N optimizer steps in total")
     parser.add_argument("--allow-change", action="append", default=[], metavar="KEY",
                         help="config key that may differ from the checkpoint's on resume (repeatable)")
@@ -188,6 +204,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from .train import pretrain  # lazy: keeps `--help` and `config` fast
 
     cfg = config_from_args(args)
+    known = set(dict(_flatten(cfg.to_dict())))
+    unknown = [key for key in args.allow_change if key not in known]
+    if unknown:
+        raise ConfigArgumentError(f"--allow-change {unknown[0]}: unknown config key")
     main_rank = _rank() == 0
     if main_rank:
         print(f"pretraining {cfg.pretrain.method} ({cfg.profile} profile, {cfg.data.dataset}) into {args.run_dir}",
@@ -321,9 +341,9 @@ def add_experiments_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--suite", required=True, choices=sorted(SUITES))
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="scale profile (default: $I2MD_PROFILE, else book)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=None, help="default: the whole suite")
-    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (one thread each)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="runs side by side (one thread each)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/)")
     parser.add_argument("--runs", type=Path, default=None, help="run folders (default: runs/)")
     parser.add_argument("--rerun", action="store_true", help="rerun even if a current result exists")
