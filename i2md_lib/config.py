@@ -20,11 +20,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import math
 import numbers
+import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 PROFILES: tuple[str, ...] = ("smoke", "book", "full")
 PROFILE_ENV = "I2MD_PROFILE"
@@ -72,7 +72,6 @@ def active_profile(name: str | None = None) -> str:
             f"{'argument' if name else PROFILE_ENV}); choose one of {', '.join(PROFILES)}"
         )
     return chosen
-
 
 
 # -- checks shared by the dataclasses' __post_init__ ----------------------------------
