@@ -80,10 +80,13 @@ class SmokeWorld:
 
     def create_inputs(self, argv: list[str]) -> None:
         """The raw folder a ``prepare-*`` command reads (its first positional argument)."""
-        if argv[0] == "prepare-ntu" and not Path(argv[1]).exists():
-            write_skeleton_corpus(argv[1], 48, seed=0)
-        if argv[0] == "prepare-pku" and not Path(argv[1]).exists():
-            write_pku(Path(argv[1]))
+        raw = Path(argv[1]) if len(argv) > 1 else None
+        if raw is None or self.root not in raw.parents or raw.exists():
+            return                # not a path of the shown command (an option, say): nothing to create
+        if argv[0] == "prepare-ntu":
+            write_skeleton_corpus(raw, 48, seed=0)
+        elif argv[0] == "prepare-pku":
+            write_pku(raw)
 
 
 def write_pku(root: Path, videos: int = 6) -> None:
