@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .config import ExperimentConfig, _flatten
-from .utils import atomic_write
+from .utils import atomic_write, check_safe_torch_load, describe_non_finite
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.yaml"
@@ -62,6 +62,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint file")
+    check_safe_torch_load()
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
@@ -75,6 +76,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = {"model", "optimizer", "scheduler", "epoch", "batch_in_epoch", "step", "rng", "config"} - set(state)
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks the entries {sorted(missing)}")
+    problem = describe_non_finite({"model": state["model"], "optimizer": state["optimizer"]})
+    if problem:
+        raise CheckpointError(f"{path}: {problem}; the run diverged before this checkpoint, "
+                              f"do not resume or evaluate it")
     return state
 
 

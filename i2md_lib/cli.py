@@ -12,6 +12,10 @@ Commands::
     prepare-pku  ROOT OUT_DIR [--version pku1|pku2] [--benchmarks ...]
     experiments  --suite main|ablation [--profile ...] [--seeds 0 1 2] [--variants ...] [--jobs N]
 
+Errors (a bad config value or flag, a missing or malformed file) print one line
+``error: <message>`` on stderr, naming the file or config key, and exit with code 2;
+``--debug`` (before or after the command name) shows the traceback instead.
+
 Several GPUs (or CPU processes): ``torchrun --nproc_per_node=N -m i2md_lib pretrain ...``;
 ``pretrain.batch_size`` is the global batch (see :mod:`i2md_lib.distributed`). Only
 rank 0 prints and writes files. ``evaluate`` runs in one process.
@@ -36,8 +40,8 @@ import yaml
 
 from .config import DIST_BN_MODES, METHODS, PROFILES, ExperimentConfig, _flatten, launch_environment
 
-#: Errors that are the user's input, not a bug: printed as one line, exit code 1.
-USER_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError,)
+#: Exit code of a command that stopped on an error (bad input, config or data), as argparse's.
+ERROR_EXIT_CODE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m i2md_lib",
         description="Self-supervised skeleton action representation learning (CMD, I2MD).")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_pretrain_command(commands)
     add_evaluate_command(commands)
@@ -52,29 +57,58 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_ntu_command(commands)
     add_prepare_pku_command(commands)
     add_experiments_command(commands)
+    for sub in commands.choices.values():   # --debug also after the command name
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show the Python traceback of an error")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Bad arguments exit through argparse (usage and message, code 2). Any error of the
+    command itself -- a bad config value, a missing or malformed file, a run that
+    stopped on a non-finite loss -- prints ``error: <message>`` on stderr and returns
+    :data:`ERROR_EXIT_CODE`; ``--debug`` shows the traceback instead.
+    """
+    args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except ConfigArgumentError as e:
-        parser.error(str(e))  # exits with code 2 and the usage line
-    except USER_ERRORS + _library_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0  # unreachable (parser.error exits); keeps type checkers calm
+    except Exception as e:  # noqa: BLE001  (the command line reports every error as one message)
+        if args.debug:
+            raise
+        print(f"error: {error_message(e)}", file=sys.stderr)
+        return ERROR_EXIT_CODE
 
 
-def _library_errors() -> tuple[type[Exception], ...]:
-    from .checkpoint import CheckpointError, ConfigMismatchError
-    from .data.ntu_format import NtuNameError
-    from .data.store import DataFormatError
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
-    return (CheckpointError, ConfigMismatchError, DataFormatError, NtuNameError)
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def one_line(error: BaseException) -> str:
+    """The text of ``error`` on one line (YAML errors span several)."""
+    return " ".join(str(error).split())
+
+
+def error_message(error: BaseException) -> str:
+    """The message of ``error``: its text (errors of this library name the file or key), with
+    the exception's type where the text alone says too little (a bug: rerun with --debug)."""
+    text = str(error).strip()
+    if isinstance(error, (ValueError, OSError, RuntimeError)) and text:
+        return text
+    return f"{type(error).__name__}: {text or 'no message'} (rerun with --debug for the traceback)"
 
 
 # -- config arguments shared by the commands -------------------------------------
@@ -105,19 +139,22 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         overrides.update(dict(_flatten(file_values)))
     if args.method:
         overrides["pretrain.method"] = args.method
-    for item in args.overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigArgumentError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            overrides[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigArgumentError(f"--set {item!r}: the value is not valid YAML ({e})") from e
+    overrides.update(parse_set(item) for item in args.overrides)
     try:
-        cfg = ExperimentConfig.for_profile(profile)
-        return cfg.replace({k: _coerce(cfg, k, v) for k, v in overrides.items()})
+        return ExperimentConfig.for_profile(profile, overrides)   # values are fitted to their fields
     except ValueError as e:
         raise ConfigArgumentError(str(e)) from e
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--set`` -> ``(key, value parsed as YAML)``."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigArgumentError(f"--set expects KEY=VALUE, got {item!r}")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigArgumentError(f"--set {item!r}: the value is not valid YAML ({one_line(e)})") from e
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -125,34 +162,13 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
         raise ConfigArgumentError(f"--config {path}: no such file")
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigArgumentError(f"--config {path}: not valid YAML: {e}") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigArgumentError(f"--config {path}: not valid YAML: {one_line(e)}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigArgumentError(f"--config {path}: expected a mapping of config keys, got {type(data).__name__}")
     return data
-
-
-def _coerce(cfg: ExperimentConfig, key: str, value: Any) -> Any:
-    """Fit a YAML-parsed ``value`` to the type of the current value of ``key``.
-
-    YAML reads ``1e-3`` as a string and ``1`` as an int; a float field gets a float,
-    and a tuple field given one scalar gets a one-element list.
-    """
-    current: Any = cfg
-    for part in key.split("."):
-        if not hasattr(current, part):
-            return value  # ExperimentConfig.replace names the unknown key
-        current = getattr(current, part)
-    if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigArgumentError(f"{key} needs a number, got {value!r}") from None
-    if isinstance(current, tuple) and not isinstance(value, (list, tuple)):
-        return [value]
-    return value
 
 
 # -- commands ---------------------------------------------------------------------
@@ -163,7 +179,7 @@ def add_pretrain_command(commands: argparse._SubParsersAction) -> None:
                         help="folder for config.yaml, log.csv and checkpoint.pt")
     parser.add_argument("--no-resume", action="store_true",
                         help="start over even if DIR holds a checkpoint")
-    parser.add_argument("--max-steps", type=int, default=None, metavar="N",
+    parser.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
                         help="stop (and checkpoint) after N optimizer steps in total")
     parser.add_argument("--allow-change", action="append", default=[], metavar="KEY",
                         help="config key that may differ from the checkpoint's on resume (repeatable)")
@@ -181,6 +197,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.dist_bn:
         cfg = cfg.replace({"pretrain.dist_bn": args.dist_bn})
+    known = set(dict(_flatten(cfg.to_dict())))
+    unknown = [key for key in args.allow_change if key not in known]
+    if unknown:
+        raise ConfigArgumentError(f"--allow-change {unknown[0]}: unknown config key")
     main_rank = launch_environment()["rank"] == 0
     if main_rank:
         print(f"pretraining {cfg.pretrain.method} ({cfg.profile} profile, {cfg.data.dataset}) into {args.run_dir}",
@@ -246,10 +266,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     cfg, model = load_pretrained(args.run_dir)
     overrides = {}
     for item in args.overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or key.split(".")[0] not in ("eval", "data"):
+        key, value = parse_set(item)
+        if key.split(".")[0] not in ("eval", "data"):
             raise ConfigArgumentError(f"evaluate --set takes eval.KEY=VALUE or data.KEY=VALUE, got {item!r}")
-        overrides[key] = _coerce(cfg, key, yaml.safe_load(raw))
+        overrides[key] = value
     try:
         cfg = cfg.replace(overrides)
     except ValueError as e:
@@ -313,9 +333,9 @@ def add_experiments_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--suite", required=True, choices=sorted(SUITES))
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="scale profile (default: $I2MD_PROFILE, else book)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=None, help="default: the whole suite")
-    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (one thread each)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="runs side by side (one thread each)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/)")
     parser.add_argument("--runs", type=Path, default=None, help="run folders (default: runs/)")
     parser.add_argument("--rerun", action="store_true", help="rerun even if a current result exists")

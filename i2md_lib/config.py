@@ -20,28 +20,51 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 PROFILES: tuple[str, ...] = ("smoke", "book", "full")
 DEFAULT_PROFILE = "book"
 
-# -- choices of the config fields (one definition each; the CLI and the models read them here)
-#: The skeleton modalities (``i2md_lib.data.modalities`` computes them).
-MODALITIES: tuple[str, ...] = ("joint", "motion", "bone")
-#: Pretraining methods (``PretrainConfig.method``; ``i2md_lib.methods`` composes their losses).
+# -- the choices of the config's text fields (checked by the dataclasses below) --------
+#: Pretraining methods (``pretrain.method``); ``i2md_lib.methods`` composes their losses.
 METHODS: tuple[str, ...] = ("moco", "moco3", "posmining", "cmd", "i2md")
-#: Mixed precision (``PretrainConfig.amp``).
+#: Skeleton streams (``pretrain.modality``); ``i2md_lib.data.modalities`` computes them.
+MODALITIES: tuple[str, ...] = ("joint", "motion", "bone")
+#: Encoder kinds (``encoder.kind``); ``i2md_lib.models.encoders.ENCODER_KINDS`` builds them.
+ENCODER_KINDS: tuple[str, ...] = ("bigru_cmd", "bigru")
+#: Time stepping of ``bigru_cmd`` (``encoder.recurrence``; ``i2md_lib.models.encoders`` resolves ``auto``).
+RECURRENCES: tuple[str, ...] = ("auto", "nn_gru", "loop")
+#: Mixed precision of pretraining (``pretrain.amp``).
 AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
-#: BatchNorm with several processes (``PretrainConfig.dist_bn``): statistics of the global
-#: batch (the same numbers as one process) or MoCo's shuffle BN.
+#: BatchNorm with several processes (``pretrain.dist_bn``): statistics of the global batch
+#: (the same numbers as one process) or MoCo's shuffle BN.
 DIST_BN_MODES: tuple[str, ...] = ("global", "shuffle")
-#: DNA's neighbour gates (``PretrainConfig.dna_gate``, see ``i2md_lib.dna``).
+#: DNA's neighbour gates (``pretrain.dna_gate``, see ``i2md_lib.dna``).
 DNA_GATES: tuple[str, ...] = ("zscore", "fixed")
-#: Where DNA ranks neighbours (``PretrainConfig.dna_space``).
+#: Where DNA ranks neighbours (``pretrain.dna_space``).
 DNA_SPACES: tuple[str, ...] = ("cluster", "instance")
+#: Split that picks the reported epoch of a probe (``eval.select_on``).
+SELECT_ON: tuple[str, ...] = ("val", "test", "last")
+#: Benchmarks of each dataset (``data.dataset`` -> the choices of ``data.benchmark``).
+BENCHMARKS: dict[str, tuple[str, ...]] = {
+    "synthetic": ("xsub", "xview"),
+    "ntu60": ("xsub", "xview"),
+    "ntu120": ("xsub", "xset"),
+    "pku1": ("xsub", "xview"),
+    "pku2": ("xsub", "xview"),
+}
+DATASETS: tuple[str, ...] = tuple(BENCHMARKS)
+#: Values per frame the encoders read: 25 joints x 3 coordinates x 2 bodies.
+FRAME_VALUES = 25 * 3 * 2
+#: NTU RGB+D performer IDs are P001..P106 (the synthetic subjects take theirs).
+MAX_SUBJECTS = 106
+#: Seeds go to ``numpy.random.seed``, which takes 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
 
 #: Values a config saved *before* a field existed ran with, when they differ from today's
 #: default: ``ExperimentConfig.from_dict`` fills them in, so an old run is neither
@@ -102,6 +125,135 @@ def active_profile(name: str | None = None) -> str:
     return chosen
 
 
+# -- checks shared by the dataclasses' __post_init__ ----------------------------------
+class ConfigError(ValueError):
+    """A config value of the wrong type or out of range; the message names the dotted key."""
+
+
+class _Fields:
+    """Checks the fields of one config dataclass in its ``__post_init__``.
+
+    Each method reads a field, raises :class:`ConfigError` naming ``<section>.<field>``
+    when it is wrong, and stores the value in its normal form (``1`` -> ``1.0`` in a
+    float field, ``3.0`` -> ``3`` in an integer one, a list -> a tuple).
+    """
+
+    def __init__(self, obj: Any, section: str) -> None:
+        self.obj, self.section = obj, section
+
+    def key(self, name: str) -> str:
+        return f"{self.section}.{name}" if self.section else name
+
+    def fail(self, name: str, problem: str) -> None:
+        raise ConfigError(f"{self.key(name)} {problem}, got {getattr(self.obj, name)!r}")
+
+    def _store(self, name: str, value: Any) -> None:
+        object.__setattr__(self.obj, name, value)   # frozen dataclass: normal form only
+
+    def integer(self, name: str, lo: int | None = None, hi: int | None = None) -> int:
+        value = to_int(self.key(name), getattr(self.obj, name))
+        _check_range(self.key(name), value, lo, hi)
+        self._store(name, value)
+        return value
+
+    def number(self, name: str, lo: float | None = None, hi: float | None = None,
+               lo_open: bool = False, hi_open: bool = False) -> float:
+        value = to_float(self.key(name), getattr(self.obj, name))
+        _check_range(self.key(name), value, lo, hi, lo_open, hi_open)
+        self._store(name, value)
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = getattr(self.obj, name)
+        if not isinstance(value, bool):
+            self.fail(name, "must be true or false")
+        return value
+
+    def choice(self, name: str, choices: Iterable[str], context: str = "") -> str:
+        value, choices = getattr(self.obj, name), tuple(choices)
+        if not isinstance(value, str) or value not in choices:
+            self.fail(name, f"must be one of {', '.join(choices)}{context}")
+        return value
+
+    def optional_text(self, name: str) -> str | None:
+        value = getattr(self.obj, name)
+        if value is None:
+            return None
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif isinstance(value, numbers.Number) and not isinstance(value, bool):
+            value = str(value)          # --set data.root=2024: YAML reads a number
+        if not isinstance(value, str) or not value.strip():
+            self.fail(name, "must be a non-empty text or null")
+        self._store(name, value)
+        return value
+
+    def integers(self, name: str, lo: int | None = None, hi: int | None = None,
+                 length: int | None = None) -> tuple[int, ...]:
+        items = self._items(name, length)
+        value = tuple(to_int(f"{self.key(name)}[{i}]", v) for i, v in enumerate(items))
+        for i, v in enumerate(value):
+            _check_range(f"{self.key(name)}[{i}]", v, lo, hi)
+        self._store(name, value)
+        return value
+
+    def numbers(self, name: str, lo: float | None = None, hi: float | None = None,
+                lo_open: bool = False, hi_open: bool = False, length: int | None = None) -> tuple[float, ...]:
+        items = self._items(name, length)
+        value = tuple(to_float(f"{self.key(name)}[{i}]", v) for i, v in enumerate(items))
+        for i, v in enumerate(value):
+            _check_range(f"{self.key(name)}[{i}]", v, lo, hi, lo_open, hi_open)
+        self._store(name, value)
+        return value
+
+    def _items(self, name: str, length: int | None) -> tuple[Any, ...]:
+        value = getattr(self.obj, name)
+        items = tuple(value) if isinstance(value, (list, tuple)) else (value,)   # a scalar: one item
+        if length is not None and len(items) != length:
+            self.fail(name, f"must hold {length} values")
+        return items
+
+    def section_of(self, name: str, cls: type) -> None:
+        if not isinstance(getattr(self.obj, name), cls):
+            self.fail(name, f"must be a {cls.__name__}")
+
+    def rule(self, ok: bool, message: str) -> None:
+        """A check across fields: ``message`` names the keys and values."""
+        if not ok:
+            raise ConfigError(message)
+
+
+def to_int(key: str, value: Any) -> int:
+    """``value`` as an ``int`` (an integral float such as ``3.0`` too), else :class:`ConfigError`."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
+        return int(value)
+    raise ConfigError(f"{key} must be an integer, got {value!r}")
+
+
+def to_float(key: str, value: Any) -> float:
+    """``value`` as a finite ``float`` (numbers, and text such as ``"1e-3"`` that YAML leaves a string)."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_range(key: str, value: float, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False) -> None:
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise ConfigError(f"{key} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        raise ConfigError(f"{key} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Size and difficulty of the built-in synthetic skeleton-action dataset."""
@@ -115,6 +267,20 @@ class SyntheticConfig:
     stored_frames: int = 300        # T of the stored array (CMD layout pads to 300)
     noise_std: float = 0.01         # metres of Gaussian jitter per joint
     two_person: bool = True         # include the two-person classes
+
+    def __post_init__(self) -> None:
+        f = _Fields(self, "data.synthetic")
+        f.integer("seed", 0)
+        f.integer("num_subjects", 1, MAX_SUBJECTS)
+        f.integer("num_cameras", 1, 3)      # NTU cameras C001-C003
+        f.integer("repetitions", 1, 2)      # NTU replications R001-R002
+        f.integer("min_frames", 2)
+        f.integer("max_frames", 2)
+        f.integer("stored_frames", 1)
+        f.number("noise_std", 0)
+        f.boolean("two_person")
+        f.rule(self.min_frames <= self.max_frames, f"data.synthetic.min_frames ({self.min_frames}) must be "
+                                                   f"<= data.synthetic.max_frames ({self.max_frames})")
 
 
 @dataclass(frozen=True)
@@ -130,6 +296,17 @@ class DataConfig:
     num_workers: int = 0            # DataLoader workers (0 = in the main process)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
+    def __post_init__(self) -> None:
+        f = _Fields(self, "data")
+        f.choice("dataset", DATASETS)
+        f.choice("benchmark", BENCHMARKS[self.dataset], f" for data.dataset={self.dataset!r}")
+        f.optional_text("root")
+        f.integer("window", 1)
+        f.integer("max_frames", 1)
+        f.boolean("mmap")
+        f.integer("num_workers", 0)
+        f.section_of("synthetic", SyntheticConfig)
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -141,6 +318,16 @@ class AugmentConfig:
     corrupt_joints: int = 15        # joints picked by joint corruption
     p_zero_joints: float = 0.5      # within corruption: zero them, else random 3x3 map
     shear_amplitude: float = 1.0    # off-diagonal shear entries ~ U(-a, a)
+
+    def __post_init__(self) -> None:
+        f = _Fields(self, "augment")
+        low = f.number("crop_min_ratio", 0, 1, lo_open=True)
+        high = f.number("crop_max_ratio", 0, 1, lo_open=True)
+        f.number("p_joint_corruption", 0, 1)
+        f.integer("corrupt_joints", 0, 25)
+        f.number("p_zero_joints", 0, 1)
+        f.number("shear_amplitude", 0)
+        f.rule(low <= high, f"augment.crop_min_ratio ({low}) must be <= augment.crop_max_ratio ({high})")
 
 
 @dataclass(frozen=True)
@@ -154,6 +341,13 @@ class EncoderConfig:
     proj_hidden: int = 2048         # projection MLP: feature -> proj_hidden -> out_dim
     out_dim: int = 128
     recurrence: str = "auto"        # bigru_cmd time stepping: auto (the measured-faster path per size and device) | nn_gru | loop; same function
+
+    def __post_init__(self) -> None:
+        f = _Fields(self, "encoder")
+        f.choice("kind", ENCODER_KINDS)
+        for name in ("input_size", "hidden_size", "num_layers", "proj_hidden", "out_dim"):
+            f.integer(name, 1)
+        f.choice("recurrence", RECURRENCES)
 
     @property
     def feature_dim(self) -> int:
@@ -202,6 +396,40 @@ class PretrainConfig:
     dist_bn: str = "global"         # BatchNorm under torchrun: global | shuffle (DIST_BN_MODES)
     device: str | None = None       # None: CUDA when available, else CPU
 
+    def __post_init__(self) -> None:
+        f = _Fields(self, "pretrain")
+        f.choice("method", METHODS)
+        f.choice("modality", MODALITIES)
+        queue = f.integer("queue_size", 1)
+        f.number("momentum", 0, 1, hi_open=True)
+        for name in ("temperature", "cmd_tau_teacher", "cmd_tau_student", "dna_tau", "lr", "lr_gamma"):
+            f.number(name, 0, lo_open=True)
+        for name in ("cmd_weight", "cluster_weight", "imd_weight", "dna_margin", "weight_decay"):
+            f.number(name, 0)
+        for name in ("cmd_topk", "posmining_topk", "imd_topk", "batch_size", "epochs", "checkpoint_every"):
+            f.integer(name, 1)
+        for name in ("posmining_start_epoch", "dna_max_neighbors", "dna_warmup_epochs"):
+            f.integer(name, 0)
+        f.number("dna_threshold", -1, 1)        # a cosine similarity
+        f.choice("dna_space", DNA_SPACES)
+        milestones = f.integers("lr_milestones", 1)
+        f.rule(all(m <= self.epochs for m in milestones),
+               f"pretrain.lr_milestones {list(milestones)} must lie within pretrain.epochs ({self.epochs}); "
+               f"lower them with the epochs ([] for no decay)")
+        f.number("sgd_momentum", 0, 1, hi_open=True)
+        f.integer("seed", 0, MAX_SEED)
+        f.choice("amp", AMP_MODES)
+        f.choice("dist_bn", DIST_BN_MODES)
+        f.choice("dna_gate", DNA_GATES)
+        f.number("dna_zscore", 0)
+        f.optional_text("device")
+        # the neighbour counts of the losses the method uses must fit the queue
+        used = {"cmd": ("cmd_topk",), "posmining": ("posmining_topk",),
+                "i2md": ("cmd_topk", "imd_topk", "dna_max_neighbors")}.get(self.method, ())
+        for name in used:
+            f.rule(getattr(self, name) <= queue, f"pretrain.{name} ({getattr(self, name)}) must be <= "
+                                                 f"pretrain.queue_size ({queue}) for method {self.method!r}")
+
     @property
     def modalities(self) -> tuple[str, ...]:
         """The modalities the method trains: one for ``moco``, all three otherwise."""
@@ -239,6 +467,30 @@ class EvalConfig:
     select_on: str = "val"          # val (ours, honest) | test (what the reference reports)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        f = _Fields(self, "eval")
+        for name in ("linear_lr", "finetune_lr"):
+            f.number(name, 0, lo_open=True)
+        for name in ("epochs", "batch_size", "eval_every"):
+            f.integer(name, 1)
+        milestones = f.integers("lr_milestones", 1)
+        f.rule(all(m <= self.epochs for m in milestones),
+               f"eval.lr_milestones {list(milestones)} must lie within eval.epochs ({self.epochs}); "
+               f"lower them with the epochs ([] for no decay)")
+        f.number("weight_decay", 0)
+        if not f.integers("knn_k", 1):
+            f.fail("knn_k", "must hold at least one k")
+        f.number("test_crop_ratio", 0, 1, lo_open=True)
+        low, high = f.numbers("train_crop_range", 0, 1, lo_open=True, length=2)
+        f.rule(low <= high, f"eval.train_crop_range must be (low, high) with low <= high, got ({low}, {high})")
+        f.numbers("label_fractions", 0, 1, lo_open=True)
+        f.integers("semi_seeds", 0, MAX_SEED)
+        val = f.number("val_fraction", 0, 1, hi_open=True)
+        f.choice("select_on", SELECT_ON)
+        f.rule(self.select_on != "val" or val > 0,
+               "eval.select_on='val' needs a validation split: set eval.val_fraction > 0 or select_on='test'")
+        f.integer("seed", 0, MAX_SEED)
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -251,6 +503,16 @@ class ExperimentConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        f = _Fields(self, "")
+        f.choice("profile", PROFILES)
+        for name, cls in (("data", DataConfig), ("augment", AugmentConfig), ("encoder", EncoderConfig),
+                          ("pretrain", PretrainConfig), ("eval", EvalConfig)):
+            f.section_of(name, cls)
+        f.rule(self.encoder.input_size == FRAME_VALUES,
+               f"encoder.input_size must be {FRAME_VALUES} (25 joints x 3 coordinates x 2 bodies per frame), "
+               f"got {self.encoder.input_size}")
+
     # -- construction -------------------------------------------------
     @classmethod
     def for_profile(
@@ -262,11 +524,17 @@ class ExperimentConfig:
         return cfg.replace(overrides or {})
 
     def replace(self, overrides: Mapping[str, Any]) -> "ExperimentConfig":
-        """Return a copy with dotted keys replaced, e.g. ``{"pretrain.lr": 0.1}``."""
-        cfg: Any = self
+        """Return a copy with dotted keys replaced, e.g. ``{"pretrain.lr": 0.1}``.
+
+        All keys of one call are applied together, so each section is checked once,
+        with all its new values (``{"pretrain.epochs": 3, "pretrain.lr_milestones": [2]}``
+        is valid whatever the order). Raises :class:`ConfigError` (a ``ValueError``)
+        naming the key of an unknown or invalid value.
+        """
+        tree: dict[str, Any] = {}
         for key, value in overrides.items():
-            cfg = _replace_dotted(cfg, key.split("."), value, key)
-        return cfg
+            _insert(tree, key, value)
+        return _apply(self, tree, "")
 
     # -- serialisation -----------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -297,28 +565,59 @@ def _flatten(d: Mapping[str, Any], prefix: str = ""):
             yield key, v
 
 
-def _replace_dotted(obj: Any, parts: list[str], value: Any, full_key: str) -> Any:
-    names = {f.name: f for f in dataclasses.fields(obj)}
-    head = parts[0]
-    if head not in names:
-        raise ValueError(f"unknown config key {full_key!r}: {type(obj).__name__} has no field {head!r}")
-    if len(parts) == 1:
-        current = getattr(obj, head)
-        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
-            value = _replace_dotted_many(current, value, full_key)
+def check_trainable(cfg: ExperimentConfig) -> None:
+    """Rules that only training needs; a model built to show one piece (a queue of 6 slots
+    in Chapter 2) may break them. Raises :class:`ConfigError` naming the keys."""
+    p = cfg.pretrain
+    if p.queue_size < p.batch_size:
+        raise ConfigError(f"pretrain.queue_size ({p.queue_size}) must be >= pretrain.batch_size "
+                          f"({p.batch_size}): every step puts the whole batch into the queue")
+
+
+class _Section(dict):
+    """Overrides of one config section, by field name (a node of :func:`_insert`'s tree)."""
+
+
+def _insert(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Put the override ``key = value`` into ``tree``; a mapping value opens a section."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, _Section):
+            child = node[part] = _Section()
+        node = child
+    if isinstance(value, Mapping):
+        section = node.get(leaf)
+        if not isinstance(section, _Section):
+            section = node[leaf] = _Section()
+        for sub_key, sub_value in value.items():
+            _insert(section, str(sub_key), sub_value)
+    else:
+        node[leaf] = value
+
+
+def _apply(obj: Any, tree: Mapping[str, Any], prefix: str) -> Any:
+    """``obj`` with the overrides of ``tree``: one ``dataclasses.replace`` per section."""
+    fields = {f.name for f in dataclasses.fields(obj)}
+    changes: dict[str, Any] = {}
+    for name, value in tree.items():
+        key = prefix + name
+        if name not in fields:
+            raise ConfigError(f"unknown config key {key!r}: {type(obj).__name__} has no field {name!r}")
+        current = getattr(obj, name)
+        if isinstance(value, _Section):
+            if not dataclasses.is_dataclass(current):
+                raise ConfigError(f"config key {key!r} is not a section: {name!r} holds a value, "
+                                  f"not keys")
+            value = _apply(current, value, key + ".")
+        elif dataclasses.is_dataclass(current) and not isinstance(value, type(current)):
+            raise ConfigError(f"config key {key!r} is a section: give its keys ({key}.KEY=VALUE), "
+                              f"got {value!r}")
         elif isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
-        return dataclasses.replace(obj, **{head: value})
-    child = getattr(obj, head)
-    if not dataclasses.is_dataclass(child):
-        raise ValueError(f"config key {full_key!r}: {head!r} is not a section")
-    return dataclasses.replace(obj, **{head: _replace_dotted(child, parts[1:], value, full_key)})
-
-
-def _replace_dotted_many(obj: Any, values: Mapping[str, Any], full_key: str) -> Any:
-    for k, v in _flatten(values):
-        obj = _replace_dotted(obj, k.split("."), v, f"{full_key}.{k}")
-    return obj
+        changes[name] = value
+    return dataclasses.replace(obj, **changes) if changes else obj
 
 
 #: What each profile changes relative to the paper's defaults.

@@ -29,6 +29,7 @@ clipping; adding it needs ``scaler.unscale_(optimizer)`` right before the clip.
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -39,7 +40,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import (CHECKPOINT_FORMAT, CONFIG_NAME, ConfigMismatchError, capture_rng_state,
                          check_resume_config, checkpoint_path, load_checkpoint, restore_rng_state,
                          save_checkpoint)
-from .config import AMP_MODES, ExperimentConfig
+from .config import AMP_MODES, ExperimentConfig, check_trainable
 from . import diagnostics, distributed
 from .data.datasets import EpochShuffleSampler, PretrainDataset, load_arrays
 from .data.store import SkeletonArrays
@@ -49,6 +50,10 @@ from .models.moco import MoCo, build_model
 from .utils import atomic_write, set_seed
 
 LOG_NAME = "log.csv"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped at a NaN or infinite loss; the last checkpoint was left as it was."""
 
 
 def pretrain(
@@ -88,6 +93,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: Path, resume: bool, max_steps:
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     p = cfg.pretrain
+    check_trainable(cfg)
     set_seed(p.seed)
     device = ctx.device
     autocast_dtype = amp_dtype(p.amp, device)
@@ -165,6 +171,8 @@ def training_loop(cfg: ExperimentConfig, run_dir: Path, resume: bool, max_steps:
                 row = {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
                        **to_floats({**terms, **stats}, ctx.mean_over_ranks)}
                 log.append(row)
+                if not math.isfinite(row["total"]):
+                    raise non_finite_loss(run_dir, row, list(terms), ckpt)
                 bar.set_postfix(loss=f"{row['total']:.3f}")
                 if stop():
                     break
@@ -211,6 +219,17 @@ def to_floats(scalars: dict[str, torch.Tensor],
     if reduce is not None:
         values = reduce(values)
     return dict(zip(scalars, values.tolist()))
+
+
+def non_finite_loss(run_dir: Path, row: dict[str, float], loss_names: list[str],
+                    ckpt: Path) -> NonFiniteLossError:
+    """The error of a step whose loss is NaN or infinite (its row is the log's last)."""
+    bad = ", ".join(f"{k}={row[k]}" for k in loss_names if not math.isfinite(row[k]))
+    kept = f"{ckpt} is kept as it was" if ckpt.exists() else "no checkpoint was written"
+    return NonFiniteLossError(
+        f"{run_dir}: non-finite loss at step {row['step']} (epoch {row['epoch'] + 1}): {bad}; training "
+        f"stopped and {kept}. Check the data for NaN/inf values and lower pretrain.lr or raise the "
+        f"temperatures")
 
 
 def check_resume_layout(path: Path, saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
@@ -278,8 +297,8 @@ def read_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
     try:

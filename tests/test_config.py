@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from i2md_lib import config
 from i2md_lib.config import PROFILES, ExperimentConfig, active_profile
 
 
@@ -46,3 +47,50 @@ def test_dotted_overrides_and_round_trip():
         cfg.replace({"pretrain.nope": 1})
     with pytest.raises(ValueError, match="not a section"):
         cfg.replace({"profile.x": 1})
+
+
+def test_every_profile_and_suite_variant_builds():
+    from i2md_lib import experiments
+
+    for profile in PROFILES:
+        for variants in experiments.SUITES.values():
+            for variant in variants:
+                cfg = experiments.variant_config(variant, profile, seed=2)
+                assert cfg.pretrain.seed == 2 and cfg.profile == profile
+
+
+def test_choice_lists_match_the_modules_that_use_them():
+    from i2md_lib.data.modalities import MODALITIES as modality_names
+    from i2md_lib.eval.results import SELECT_RULES
+    from i2md_lib import methods
+    from i2md_lib.models import encoders
+
+    assert config.METHODS == tuple(methods.METHOD_LOSSES) and config.MODALITIES == modality_names
+    assert config.ENCODER_KINDS == tuple(encoders.ENCODER_KINDS) and config.RECURRENCES == encoders.RECURRENCES
+    assert config.SELECT_ON == SELECT_RULES
+
+
+def test_one_replace_applies_all_its_keys_before_checking():
+    book = ExperimentConfig.for_profile("book")          # epochs 40, milestone 32
+    short = book.replace({"pretrain.lr_milestones": [8], "pretrain.epochs": 10})   # order does not matter
+    assert (short.pretrain.epochs, short.pretrain.lr_milestones) == (10, (8,))
+    with pytest.raises(ValueError, match=r"pretrain.lr_milestones \[32\] must lie within pretrain.epochs \(10\)"):
+        book.replace({"pretrain.epochs": 10})
+    nested = book.replace({"pretrain": {"queue_size": 16, "cmd_topk": 8, "imd_topk": 8}})
+    assert nested.pretrain.queue_size == 16
+
+
+def test_values_are_fitted_to_their_fields():
+    cfg = ExperimentConfig.for_profile("smoke", {"pretrain.lr": "1e-3", "pretrain.epochs": 4.0,
+                                                  "eval.knn_k": 5, "data.root": 2024, "pretrain.momentum": 0})
+    assert cfg.pretrain.lr == 0.001 and cfg.pretrain.epochs == 4 and isinstance(cfg.pretrain.epochs, int)
+    assert cfg.eval.knn_k == (5,) and cfg.data.root == "2024" and isinstance(cfg.pretrain.momentum, float)
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_demo_sized_models_build_but_do_not_train():
+    """Chapter 2 shows the queue with 6 slots; training needs the batch to fit the queue."""
+    demo = ExperimentConfig.for_profile("smoke", {"pretrain.method": "moco", "pretrain.queue_size": 6})
+    with pytest.raises(ValueError, match=r"pretrain.queue_size \(6\) must be >= pretrain.batch_size \(16\)"):
+        config.check_trainable(demo)
+    config.check_trainable(ExperimentConfig.for_profile("smoke"))

@@ -1,11 +1,15 @@
 """The set-up files agree with each other: pyproject, environment.yml, Makefile, CI."""
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
+
+from i2md_lib.utils import check_safe_torch_load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,3 +58,15 @@ def test_book_toc_lists_existing_files():
         files += [c["file"] for c in part["chapters"]]
     for f in files:
         assert any((ROOT / f"{f}{ext}").exists() for ext in (".md", ".ipynb")), f
+
+
+def test_torch_versions_that_load_checkpoints_unsafely_are_excluded():
+    """torch < 2.6 lets a crafted checkpoint run code despite weights_only=True (CVE-2025-32434)."""
+    torch_req = next(Requirement(r) for r in _pyproject()["dependencies"] if r.startswith("torch"))
+    assert not torch_req.specifier.contains("2.5.1") and torch_req.specifier.contains("2.6.0")
+    suggested = re.findall(r'TORCH="torch==([^"]+)"', (ROOT / "README.md").read_text())
+    assert suggested and all(torch_req.specifier.contains(v) for v in suggested)
+    with pytest.raises(RuntimeError, match="CVE-2025-32434"):
+        check_safe_torch_load("2.5.1+cu121")
+    check_safe_torch_load("2.6.0")
+    check_safe_torch_load()   # the installed torch

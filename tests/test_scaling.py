@@ -45,7 +45,8 @@ def full(**overrides) -> ExperimentConfig:
 
 TINY_MODEL = {"encoder.hidden_size": 8, "encoder.num_layers": 1, "encoder.proj_hidden": 16,
               "encoder.out_dim": 8, "pretrain.queue_size": 32, "pretrain.cmd_topk": 8,
-              "pretrain.batch_size": 16, "pretrain.epochs": 1, "data.window": 8, "data.max_frames": 64,
+              "pretrain.batch_size": 16, "pretrain.epochs": 1, "pretrain.lr_milestones": (),
+              "data.window": 8, "data.max_frames": 64,
               "eval.epochs": 1, "eval.lr_milestones": (1,), "eval.eval_every": 1, "pretrain.device": "cpu"}
 
 

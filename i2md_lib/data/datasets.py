@@ -28,19 +28,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..config import AugmentConfig, DataConfig, ExperimentConfig
+from ..config import BENCHMARKS, AugmentConfig, DataConfig, ExperimentConfig
 from . import store
 from .augment import PretrainAugment, center_crop_resize, random_crop_resize
 from .store import RowView, SkeletonArrays
-
-#: Benchmarks each dataset provides.
-BENCHMARKS: dict[str, tuple[str, ...]] = {
-    "synthetic": ("xsub", "xview"),
-    "ntu60": ("xsub", "xview"),
-    "ntu120": ("xsub", "xset"),
-    "pku1": ("xsub", "xview"),
-    "pku2": ("xsub", "xview"),
-}
 
 #: The command that writes each real dataset's folders.
 _PREPARE_COMMAND = {

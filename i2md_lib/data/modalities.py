@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 from .. import skeleton
-
-MODALITIES: tuple[str, ...] = ("joint", "motion", "bone")
+from ..config import MODALITIES  # noqa: F401  (the names, kept with the other config choices)
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 

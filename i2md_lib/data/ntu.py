@@ -6,12 +6,19 @@
 valid frames and ``(names, 0-based labels)``. Each file is parsed once; samples go
 through :func:`preprocess.select_bodies` and, in chunks, :func:`preprocess.pre_normalize`,
 and are written into memory-mapped ``.npy`` files, so memory stays flat on the full
-datasets (disk needs about twice the output size while a split is being saved).
+datasets (disk needs about twice the output size while a split is being saved, plus
+the old dataset, which stays until the new one replaces it).
 
 Every file that is not written is listed in the report with its reason: on the
-missing-skeleton list, an unknown name, outside the version's ID range, a parse error
-(with its line), no frames or no body at all, or a duplicate name. Nothing is dropped
-silently. Sample names are stored without the ``.skeleton`` extension, in sorted order.
+missing-skeleton list, an unknown name, outside the version's ID range, unreadable, a
+parse error (with its line; counts that the file is too short for and coordinates that
+are not positions are parse errors too), impossibly long, no frames or no body at all,
+or a duplicate name. Nothing is dropped silently. Sample names are stored without the
+``.skeleton`` extension, in sorted order.
+
+``out_dir`` changes as a whole or not at all (:mod:`.output_folder`): the conversion
+writes beside it and swaps the result in, so a killed run leaves the old dataset or the
+new one, never a mix, and the next run removes what a killed one left behind.
 """
 from __future__ import annotations
 
@@ -29,12 +36,16 @@ from ..skeleton import MAX_BODIES, NUM_JOINTS
 from ..utils import atomic_write
 from .ntu_format import (VERSIONS, NtuNameError, SkeletonFormatError, in_version, is_training,
                          missing_samples, parse_name, read_skeleton)
+from .output_folder import staged_folder
 from .preprocess import pre_normalize, select_bodies, to_fixed_length
 from .store import PARTS, SkeletonArrays, save_split
 
 MAX_FRAMES = 300        # T of the CMD layout
 MAX_BODIES_READ = 4     # bodies read per frame, by position (CMD's max_body_kinect)
 REPORT_NAME = "prepare_report.json"
+#: Frames beyond which a ``.skeleton`` file is skipped as impossible (NTU clips last seconds;
+#: 10000 frames are 5.5 minutes at 30 fps) before its frames are expanded in memory.
+MAX_FILE_FRAMES = 10_000
 
 
 @dataclass
@@ -231,14 +242,30 @@ def prepare_ntu(raw_dir: str | Path, out_dir: str | Path, version: str = "ntu60"
         for key in targets:
             capacity[key] += 1
 
-    # Pass 2: parse, select bodies, normalise, write.
-    writer = CmdSplitWriter(out_dir, capacity, max_frames)
+    # Pass 2: parse, select bodies, normalise, write (into a folder that then replaces out_dir).
+    with staged_folder(out_dir) as stage:
+        _convert_ntu(accepted, CmdSplitWriter(stage, capacity, max_frames), report, progress, version)
+        _save_report(stage, report, verbose=False)
+    if verbose:
+        print(report.format())
+    return report
+
+
+def _convert_ntu(accepted: list[tuple[Path, str, int, list[tuple[str, str]]]], writer: CmdSplitWriter,
+                 report: PrepareReport, progress: bool, version: str) -> None:
+    """Pass 2 of :func:`prepare_ntu`: every accepted file into ``writer``, or a skip in ``report``."""
     try:
         for path, key, label, targets in _progress(accepted, progress, f"prepare {version}"):
             try:
                 skeleton = read_skeleton(path)
             except SkeletonFormatError as e:
                 report.skip(path, f"parse error: {e}")
+                continue
+            except OSError as e:
+                report.skip(path, f"unreadable: {e.strerror or e}")
+                continue
+            if skeleton.num_frames > MAX_FILE_FRAMES:
+                report.skip(path, f"impossible: {skeleton.num_frames} frames (more than {MAX_FILE_FRAMES})")
                 continue
             if skeleton.num_frames == 0:
                 report.skip(path, "no frames: the file declares 0 frames")
@@ -254,8 +281,6 @@ def prepare_ntu(raw_dir: str | Path, out_dir: str | Path, version: str = "ntu60"
         report.split_sizes = writer.finish()
     finally:
         writer.close()
-    _save_report(out_dir, report, verbose)
-    return report
 
 
 def _progress(items: list, enabled: bool, desc: str):

@@ -12,7 +12,8 @@ File grammar (one record per line, whitespace-separated, CRLF allowed)::
         repeat 25 times:
           <x> <y> <z> <depthX> <depthY> <colorX> <colorY> <orientW> <orientX> <orientY> <orientZ> <trackingState>
 
-``x y z`` are Kinect-v2 camera coordinates in metres. Bodies carry no slot number:
+``x y z`` are Kinect-v2 camera coordinates in metres; a value beyond
+:data:`MAX_ABS_COORDINATE` is refused as impossible. Bodies carry no slot number:
 the CMD reference (and :meth:`SkeletonFile.dense`) reads them *by position* in the frame.
 The parser checks that every line of the file is consumed; any problem raises
 :class:`SkeletonFormatError` naming the file and the 1-based line.
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -54,6 +55,10 @@ _JOINT_INT_COLUMNS = (11,)
 _NUM_INFO = len(BODY_INFO_FIELDS) - 1
 _NUM_JOINT_FIELDS = len(JOINT_FIELDS)
 _MAX_BODY_ID = 2**64 - 1
+#: Largest ``|x|``, ``|y|``, ``|z|`` (metres) a parser accepts. Kinect v2 tracks bodies up to
+#: about 4.5 m away; anything beyond 100 m is not a position but a corrupt value (1e39
+#: would even overflow the float32 arrays to inf).
+MAX_ABS_COORDINATE = 100.0
 
 
 class SkeletonFormatError(DataFormatError):
@@ -183,6 +188,9 @@ def read_skeleton(path: str | Path) -> SkeletonFile:
     reader = _LineReader(path, lines)
 
     num_frames = reader.count(0, "the frame count")
+    if num_frames > len(lines) - 1:   # every frame needs at least its body-count line
+        raise SkeletonFormatError(path, 1, f"the file declares {num_frames} frames but has only "
+                                           f"{len(lines) - 1} line(s) after the frame count")
     bodies_per_frame = np.zeros(num_frames, dtype=np.int64)
     body_ids: list[int] = []
     info_rows: list[list[bytes]] = []
@@ -195,7 +203,7 @@ def read_skeleton(path: str | Path) -> SkeletonFile:
         for b in range(nb):
             where = f"body {b + 1} of frame {t + 1}"
             fields = reader.fields(i, _NUM_INFO + 1, f"the info line of {where}")
-            if not fields[0].isdigit() or int(fields[0]) > _MAX_BODY_ID:
+            if not fields[0].isdigit() or len(fields[0]) > 20 or int(fields[0]) > _MAX_BODY_ID:
                 raise SkeletonFormatError(path, i + 1, f"bodyID of {where} must be an unsigned "
                                                        f"64-bit integer, got {fields[0]!r}")
             body_ids.append(int(fields[0]))
@@ -216,8 +224,9 @@ def read_skeleton(path: str | Path) -> SkeletonFile:
     joint_lines = [ln for s in joint_starts for ln in lines[s:s + NUM_JOINTS]]
     joints = _parse_joint_lines(path, lines, joint_starts, joint_lines)
     _check_values(path, info, [s - 2 for s in joint_starts], 1, _BODY_INFO_INT_COLUMNS, "body info")
-    _check_values(path, joints.reshape(-1, _NUM_JOINT_FIELDS),
-                  [s + j for s in joint_starts for j in range(NUM_JOINTS)], 0, _JOINT_INT_COLUMNS, "joint")
+    joint_line_index = [s + j for s in joint_starts for j in range(NUM_JOINTS)]
+    _check_values(path, joints.reshape(-1, _NUM_JOINT_FIELDS), joint_line_index, 0, _JOINT_INT_COLUMNS, "joint")
+    check_coordinates(path, joints.reshape(-1, _NUM_JOINT_FIELDS)[:, :3], joint_line_index, "joint")
     return SkeletonFile(bodies_per_frame, np.array(body_ids, dtype=np.uint64), info,
                         joints.reshape(-1, NUM_JOINTS, _NUM_JOINT_FIELDS), path)
 
@@ -268,8 +277,9 @@ class _LineReader:
 
     def count(self, i: int, what: str) -> int:
         (token,) = self.fields(i, 1, what)
-        if not token.isdigit():
-            raise SkeletonFormatError(self.path, i + 1, f"{what} must be a non-negative integer, got {token!r}")
+        if not token.isdigit() or len(token) > 18:
+            raise SkeletonFormatError(self.path, i + 1, f"{what} must be a non-negative integer below "
+                                                        f"10**18, got {token[:40]!r}")
         return int(token)
 
 
@@ -321,6 +331,18 @@ def check_number_line(path: Path, line_no: int, line: str | bytes, expected: int
             float(tok)
         except ValueError:
             raise SkeletonFormatError(path, line_no, f"{what} {tok!r} is not a number") from None
+
+
+def check_coordinates(path: Path, xyz: np.ndarray, line_index: Sequence[int], what: str) -> None:
+    """Raise :class:`SkeletonFormatError` at the first ``|coordinate| > MAX_ABS_COORDINATE``
+    of ``xyz (R, 3)``, whose row ``r`` sits on the 0-based line ``line_index[r]``."""
+    bad = ~(np.abs(xyz) <= MAX_ABS_COORDINATE)       # NaN counts as bad too
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        line = int(line_index[r]) + 1
+        raise SkeletonFormatError(path, int(line), f"{what} coordinate {'xyz'[c % 3]} = {xyz[r, c]:g} "
+                                                   f"is not a position in metres (|value| <= "
+                                                   f"{MAX_ABS_COORDINATE:g})")
 
 
 def _check_values(path: Path, values: np.ndarray, line_index: list[int], first_col: int,

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..skeleton import MAX_BODIES, NUM_JOINTS
 from .ntu import MAX_FRAMES, CmdSplitWriter, PrepareReport, _progress, _save_report
-from .ntu_format import SkeletonFormatError, check_number_line
+from .ntu_format import SkeletonFormatError, check_coordinates, check_number_line
+from .output_folder import staged_folder
 from .store import PARTS
 
 VALUES_PER_FRAME = MAX_BODIES * NUM_JOINTS * 3  # 150
@@ -58,6 +59,8 @@ def read_pku_skeleton(path: str | Path) -> np.ndarray:
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise SkeletonFormatError(path, int(row) + 1, f"value {col + 1} is {values[row, col]} (must be finite)")
+    check_coordinates(path, values.reshape(-1, 3), np.repeat(np.arange(len(values)), VALUES_PER_FRAME // 3),
+                      "joint")
     return values
 
 
@@ -72,8 +75,9 @@ def read_pku_labels(path: str | Path) -> np.ndarray:
         if len(fields) != 4:
             raise SkeletonFormatError(path, i + 1, f"expected class,start,end,confidence; found "
                                                    f"{len(fields)} comma-separated values")
-        if not all(_INT_RE.fullmatch(f) for f in fields):
-            raise SkeletonFormatError(path, i + 1, f"label values must be integers, got {line.strip()!r}")
+        if not all(_INT_RE.fullmatch(f) and len(f) <= 10 for f in fields):
+            raise SkeletonFormatError(path, i + 1, f"label values must be integers of at most 10 digits, "
+                                                   f"got {line.strip()[:80]!r}")
         rows.append([int(f) for f in fields])
     return np.array(rows, dtype=np.int64).reshape(-1, 4)
 
@@ -145,6 +149,9 @@ def prepare_pku(root: str | Path, out_dir: str | Path, version: str = "pku2",
         except SkeletonFormatError as e:
             report.skip(path, f"label parse error: {e}")
             continue
+        except OSError as e:
+            report.skip(path, f"unreadable label file: {label_path}: {e.strerror or e}")
+            continue
         good = np.ones(len(labels), dtype=bool)
         for row, (cls, start, end, _) in enumerate(labels):
             where = f"{label_path}, row {row + 1}"
@@ -169,8 +176,21 @@ def prepare_pku(root: str | Path, out_dir: str | Path, version: str = "pku2",
         for b in benchmarks:
             capacity[(b, "train" if video in training[b] else "val")] += len(rows)
 
-    # Pass 2: frames -> samples.
-    writer = CmdSplitWriter(out_dir, capacity, max_frames)
+    # Pass 2: frames -> samples (into a folder that then replaces out_dir).
+    with staged_folder(out_dir) as stage:
+        _convert_pku(jobs, training, benchmarks, label_root, CmdSplitWriter(stage, capacity, max_frames),
+                     report, progress, version)
+        _save_report(stage, report, verbose=False)
+    if verbose:
+        print(report.format())
+    return report
+
+
+def _convert_pku(jobs: list[tuple[Path, str, np.ndarray, np.ndarray]], training: Mapping[str, frozenset[str]],
+                 benchmarks: tuple[str, ...], label_root: Path, writer: CmdSplitWriter, report: PrepareReport,
+                 progress: bool, version: str) -> None:
+    """Pass 2 of :func:`prepare_pku`: the usable label rows of every video into ``writer``."""
+    max_frames = writer.max_frames
     try:
         cut_end, cut_long = [], []
         for path, video, labels, rows in _progress(jobs, progress, f"prepare {version}"):
@@ -180,6 +200,9 @@ def prepare_pku(root: str | Path, out_dir: str | Path, version: str = "pku2",
                 frames = read_pku_skeleton(path)
             except SkeletonFormatError as e:
                 report.skip(path, f"parse error: {e} ({len(rows)} labelled actions lost)")
+                continue
+            except OSError as e:
+                report.skip(path, f"unreadable: {e.strerror or e} ({len(rows)} labelled actions lost)")
                 continue
             targets = [(b, "train" if video in training[b] else "val") for b in benchmarks]
             for row in rows:
@@ -205,5 +228,3 @@ def prepare_pku(root: str | Path, out_dir: str | Path, version: str = "pku2",
                                 f"{', '.join(cut_long[:10])}")
     finally:
         writer.close()
-    _save_report(out_dir, report, verbose)
-    return report

@@ -9,12 +9,21 @@ One split ("train" or "val") of one benchmark folder is three files::
 
 This is exactly what the CMD reference's ``data_gen`` writes, so users who already
 preprocessed NTU/PKU-MMD with it can point ``DataConfig.root`` at that folder.
+
+A downloaded folder is data, never code: :func:`read_labels` unpickles with
+:class:`LabelUnpickler`, which builds nothing but lists, tuples, strings and integers
+(numpy integer scalars included), and :func:`load_split` checks that every coordinate
+is finite (once per file and process, a chunk of clips at a time).
 """
 from __future__ import annotations
 
+import codecs
+import io
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -113,6 +122,10 @@ def split_paths(folder: str | Path, part: str) -> dict[str, Path]:
 def save_split(folder: str | Path, part: str, arrays: SkeletonArrays) -> None:
     """Write ``arrays`` as ``part`` in ``folder``; each file is written atomically."""
     paths = split_paths(folder, part)
+    bad = first_non_finite_clip(arrays.data, arrays.num_frame)
+    if bad is not None:
+        raise DataFormatError(f"{paths['data']}: not written, clip {bad[0]} ({arrays.names[bad[0]]}) "
+                              f"holds {bad[1]} NaN/inf coordinate(s)")
     # np.save appends .npy to names without it, and the temporary names end in .tmp,
     # so write through open file handles.
     atomic_write(paths["data"], lambda p: _save_npy(p, np.asarray(arrays.data, dtype=np.float32)))
@@ -131,7 +144,8 @@ def load_split(folder: str | Path, part: str, mmap: bool = True) -> SkeletonArra
 
     Raises:
         FileNotFoundError: a file is missing (the message names it).
-        DataFormatError: a file is unreadable or inconsistent (the message names it).
+        DataFormatError: a file is unreadable, inconsistent, holds NaN/inf coordinates or
+            a label pickle with anything but names and integer labels (the message names it).
     """
     paths = split_paths(folder, part)
     for key, path in paths.items():
@@ -143,16 +157,10 @@ def load_split(folder: str | Path, part: str, mmap: bool = True) -> SkeletonArra
         raise DataFormatError(f"{paths['data']}: not a readable .npy array ({e})") from e
     if data.ndim != 5 or data.shape[1] != 3 or data.shape[3] != 25:
         raise DataFormatError(f"{paths['data']}: expected shape (N, 3, T, 25, M), got {data.shape}")
-    try:
-        num_frame = np.asarray(np.load(paths["num_frame"], allow_pickle=False), dtype=np.int64)
-    except (ValueError, OSError) as e:
-        raise DataFormatError(f"{paths['num_frame']}: not a readable .npy array ({e})") from e
-    try:
-        with open(paths["label"], "rb") as f:
-            names, labels = pickle.load(f)
-    except Exception as e:  # pickle raises many types on garbage
-        raise DataFormatError(f"{paths['label']}: expected a pickled (names, labels) tuple ({e})") from e
-    labels = np.asarray(labels, dtype=np.int64)
+    if data.dtype.kind != "f":
+        raise DataFormatError(f"{paths['data']}: expected float coordinates, got dtype {data.dtype}")
+    num_frame = _read_frame_counts(paths["num_frame"])
+    names, labels = read_labels(paths["label"])
     if len(num_frame) != len(data) or len(labels) != len(data) or len(names) != len(data):
         raise DataFormatError(
             f"{folder}: {part} split has {len(data)} clips but {len(num_frame)} frame counts "
@@ -161,4 +169,150 @@ def load_split(folder: str | Path, part: str, mmap: bool = True) -> SkeletonArra
     if (labels < 0).any():
         raise DataFormatError(f"{paths['label']}: negative labels (labels must be 0-based)")
     num_frame = np.clip(num_frame, 1, data.shape[2])  # PKU quirk: stored length may exceed T
-    return SkeletonArrays(data, num_frame, labels, [str(n) for n in names])
+    check_finite(paths["data"], data, num_frame, names)
+    return SkeletonArrays(data, num_frame, labels, names)
+
+
+def _read_frame_counts(path: Path) -> np.ndarray:
+    """``(N,)`` int64 frame counts; integral floats are accepted, anything else is refused."""
+    try:
+        counts = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DataFormatError(f"{path}: not a readable .npy array ({e})") from e
+    if counts.ndim != 1:
+        raise DataFormatError(f"{path}: expected a 1-D array of frame counts, got shape {counts.shape}")
+    if counts.dtype.kind == "f" and not (np.isfinite(counts).all() and (counts == np.round(counts)).all()):
+        raise DataFormatError(f"{path}: frame counts must be whole numbers, found non-integral or NaN values")
+    if counts.dtype.kind not in "iuf":
+        raise DataFormatError(f"{path}: frame counts must be integers, got dtype {counts.dtype}")
+    if len(counts) and counts.min() < 0:
+        raise DataFormatError(f"{path}: negative frame count {counts.min()} at clip {int(counts.argmin())}")
+    return counts.astype(np.int64)
+
+
+# -- labels: a restricted unpickler ---------------------------------------------------
+class LabelUnpickler(pickle.Unpickler):
+    """Unpickles a CMD label file and nothing else.
+
+    Plain containers, strings and integers need no code at all; the only callables it
+    lets a pickle reach are numpy's integer scalars (``numpy.int64(3)`` pickles as
+    ``numpy.core.multiarray.scalar(dtype('int64'), b'...')``) and the ``_codecs.encode``
+    that protocol-2 pickles use for those bytes, each wrapped so that it accepts only
+    what those pickles pass. Any other global is refused, so a crafted file runs nothing.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SCALAR_GLOBALS:
+            return _integer_scalar
+        if (module, name) == ("numpy", "dtype"):
+            return _integer_dtype
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_bytes
+        raise _Refused(f"refusing to load {module}.{name}: a label file may hold only sample "
+                       f"names and integer labels")
+
+
+class _Refused(pickle.UnpicklingError):
+    """A label pickle asked for something other than the CMD label structure."""
+
+
+_SCALAR_GLOBALS = {("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+
+def _integer_dtype(spec: Any, align: Any = False, copy: Any = True) -> np.dtype:
+    if not isinstance(spec, str) or spec[:1] not in ("i", "u") or not spec[1:].isdigit():
+        raise _Refused(f"refusing numpy dtype {spec!r}: labels must be integers")
+    return np.dtype(spec)
+
+
+def _integer_scalar(dtype: Any, data: Any = b"") -> int:
+    if isinstance(data, str):
+        data = data.encode("latin1")       # a protocol-2 pickle written by Python 2
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "iu" or not isinstance(data, bytes) \
+            or len(data) != dtype.itemsize:
+        raise _Refused(f"refusing a numpy scalar of dtype {dtype!r}: labels must be integers")
+    return int(np.frombuffer(data, dtype=dtype)[0])
+
+
+def _latin1_bytes(text: Any, encoding: Any = "utf-8") -> bytes:
+    if not isinstance(text, str) or codecs.lookup(str(encoding)).name != "iso8859-1":
+        raise _Refused("refusing _codecs.encode other than latin-1 text to bytes")
+    return text.encode("latin1")
+
+
+def read_labels(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """``(names, labels (N,) int64)`` of a ``{part}_label.pkl`` file, through :class:`LabelUnpickler`.
+
+    Raises:
+        DataFormatError: not a pickle, a refused global (nothing was run), or not a
+            ``(names, labels)`` pair of equal length with string names and integer labels.
+    """
+    path = Path(path)
+    try:
+        obj = LabelUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    except _Refused as e:
+        raise DataFormatError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001  (garbage makes pickle raise many types)
+        raise DataFormatError(f"{path}: expected a pickled (names, labels) tuple "
+                              f"({type(e).__name__}: {e})") from None
+    if not isinstance(obj, (tuple, list)) or len(obj) != 2 \
+            or not all(isinstance(x, (tuple, list)) for x in obj):
+        raise DataFormatError(f"{path}: expected a pickled (names, labels) pair of lists, "
+                              f"got {type(obj).__name__}")
+    names, labels = obj
+    bad_name = next((i for i, n in enumerate(names) if not isinstance(n, str)), None)
+    if bad_name is not None:
+        raise DataFormatError(f"{path}: sample name {bad_name} is a {type(names[bad_name]).__name__}, "
+                              f"not a string")
+    bad_label = next((i for i, y in enumerate(labels) if isinstance(y, bool) or not isinstance(y, int)), None)
+    if bad_label is not None:
+        raise DataFormatError(f"{path}: label {bad_label} is {labels[bad_label]!r}, not an integer")
+    if len(names) != len(labels):
+        raise DataFormatError(f"{path}: {len(names)} names but {len(labels)} labels")
+    if labels and not all(-2**63 <= y < 2**63 for y in (min(labels), max(labels))):
+        raise DataFormatError(f"{path}: labels must fit 64 bits, got {max(labels, key=abs)}")
+    return list(names), np.asarray(labels, dtype=np.int64)
+
+
+# -- finite coordinates -------------------------------------------------------------------
+_CHUNK_BYTES = 64 * 2**20            # coordinates checked at a time
+_FINITE_CHECKED: set[tuple] = set()  # files found finite in this process: (path, inode, size, mtime)
+
+
+def check_finite(path: Path, data: np.ndarray, num_frame: np.ndarray, names: list[str] | None = None) -> None:
+    """Raise :class:`DataFormatError` naming ``path`` and the first clip with a NaN/inf value
+    in its ``num_frame`` valid frames (the padding after them is never read).
+
+    Reads ``data`` (a memory map, say) a chunk of clips at a time; a file found finite
+    is not read again in this process while its size and modification time stay the same.
+    """
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns,
+           hash(np.asarray(num_frame).tobytes()))
+    if key in _FINITE_CHECKED:
+        return
+    bad = first_non_finite_clip(data, num_frame)
+    if bad is not None:
+        clip, count = bad
+        name = f" ({names[clip]})" if names is not None else ""
+        raise DataFormatError(f"{path}: clip {clip}{name} holds {count} NaN/inf coordinate(s); "
+                              f"re-create the split from the raw files")
+    _FINITE_CHECKED.add(key)
+
+
+def first_non_finite_clip(data: np.ndarray, num_frame: np.ndarray) -> tuple[int, int] | None:
+    """``(clip index, its NaN/inf count)`` of the first clip of ``data (N, C, T, V, M)`` with a
+    non-finite value in its first ``num_frame`` frames, or ``None``; reads a chunk of clips
+    (about 64 MB) at a time."""
+    row_bytes = max(1, int(np.prod(data.shape[1:])) * data.dtype.itemsize)
+    step = max(1, _CHUNK_BYTES // row_bytes)
+    frames = np.arange(data.shape[2])
+    for start in range(0, len(data), step):
+        chunk = np.asarray(data[start:start + step])
+        valid = frames[None, :] < np.asarray(num_frame[start:start + len(chunk)])[:, None]   # (n, T)
+        bad = ~np.isfinite(chunk) & valid[:, None, :, None, None]                           # (n, C, T, V, M)
+        bad_clips = bad.reshape(len(chunk), -1).any(axis=1)
+        if bad_clips.any():
+            row = int(np.argmax(bad_clips))
+            return start + row, int(bad[row].sum())
+    return None

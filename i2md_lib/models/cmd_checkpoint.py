@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from ..config import EncoderConfig
+from ..utils import check_safe_torch_load, describe_non_finite
 from .encoders import REFERENCE_GRU_PREFIX, SequenceEncoder, build_encoder
 
 #: Modality -> attribute name of its encoder in the reference MoCo model, per branch.
@@ -115,6 +116,7 @@ def _read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, 
         where = str(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such checkpoint file")
+        check_safe_torch_load()
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for non-checkpoints
@@ -134,6 +136,9 @@ def _read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, 
             f"{where}: not a checkpoint, no tensors under 'state_dict' or at the top level; "
             f"keys are {list(obj)[:8]}"
         )
+    problem = describe_non_finite(state)
+    if problem:
+        raise CheckpointError(f"{where}: {problem}; these weights cannot be used")
     return state, where
 
 

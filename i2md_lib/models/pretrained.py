@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from ..checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from ..config import ExperimentConfig
-from ..utils import atomic_write
+from ..utils import atomic_write, check_safe_torch_load, describe_non_finite
 from .moco import MoCo, build_model
 
 MODEL_FILE_FORMAT = "i2md-model-1"
@@ -48,12 +48,16 @@ def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no model file")
+    check_safe_torch_load()
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
         raise CheckpointError(f"{path}: unreadable model file (corrupt or truncated?): {e}") from e
     if not isinstance(state, dict) or state.get("format") != MODEL_FILE_FORMAT or not {"config", "model"} <= set(state):
         raise CheckpointError(f"{path}: not an i2md_lib model file (expected format {MODEL_FILE_FORMAT!r})")
+    problem = describe_non_finite({"model": state["model"]})
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     return state
 
 
