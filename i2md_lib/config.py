@@ -1,8 +1,9 @@
 """Typed configuration and the three scale profiles.
 
-Every dataclass carries the *paper's* defaults (CMD reference code, see
-``shared/reference/method-cmd-i2md.md``), so ``ExperimentConfig()`` is the
-``full`` profile. The ``smoke`` and ``book`` profiles are small overrides of it:
+Every dataclass carries the *paper's* defaults (the scripts of the CMD reference code,
+https://github.com/maoyunyao/CMD; Mao et al., ECCV 2022, arXiv 2208.12448), so
+``ExperimentConfig()`` is the ``full`` profile. The ``smoke`` and ``book`` profiles are
+small overrides of it:
 
 * ``smoke`` -- seconds; used by the tests and by ``pytest --nbval-lax``.
 * ``book``  -- minutes on a laptop CPU; what the built book shows.

@@ -1,7 +1,8 @@
 """Downstream evaluation of pretrained skeleton encoders (CMD / I²MD protocols).
 
-The protocols, as the CMD reference runs them (``shared/reference/method-cmd-i2md.md``
-section 1.8), and where ours differ:
+The protocols, as the CMD reference code runs them (https://github.com/maoyunyao/CMD:
+``action_retrieval_cmd.py``, ``action_classification_cmd.py``, ``action_classification_cmd_semi.py``
+and their scripts), and where ours differ:
 
 * **k-NN retrieval** (:func:`knn_eval`): frozen encoder, centre-crop features, cosine
   1-NN with the training split as gallery and the test split as queries; we add

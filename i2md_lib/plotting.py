@@ -167,13 +167,19 @@ _CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 
 
 def embedding_scatter(embeddings: dict[str, dict], class_names: Sequence[str] | None = None,
-                      height: int = 380):
-    """Side-by-side 2-D scatters of stored feature pictures, points coloured by class.
+                      height: int = 300, columns: int = 2):
+    """Stored 2-D feature pictures in a grid, points coloured by class.
+
+    Sized for a text column of about 80 characters (~620 px): at most ``columns``
+    panels side by side, so that the panel titles have room, and one horizontal legend
+    below the grid that wraps onto as many lines as it needs instead of scrolling.
 
     Args:
         embeddings: panel title -> ``{"xy": [[x, y], ...], "labels": [...]}`` (what
             ``experiments.load_embedding`` returns), in display order.
         class_names: names for the integer labels (default: the numbers).
+        height: height of one row of panels, in pixels.
+        columns: panels per row.
 
     Returns:
         A plotly figure with one panel per entry and one legend entry per class
@@ -184,8 +190,15 @@ def embedding_scatter(embeddings: dict[str, dict], class_names: Sequence[str] | 
 
     if not embeddings:
         raise ValueError("no embeddings to plot")
-    fig = make_subplots(rows=1, cols=len(embeddings), subplot_titles=list(embeddings))
-    for col, (title, emb) in enumerate(embeddings.items(), start=1):
+    if columns < 1:
+        raise ValueError(f"columns must be at least 1, got {columns}")
+    cols = min(columns, len(embeddings))
+    rows = -(-len(embeddings) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(embeddings),
+                        horizontal_spacing=0.04, vertical_spacing=0.12 / rows)
+    in_legend: set[int] = set()
+    for index, (title, emb) in enumerate(embeddings.items()):
+        row, col = divmod(index, cols)
         xy = np.asarray(emb["xy"], dtype=float).reshape(-1, 2)
         labels = np.asarray(emb["labels"], dtype=int)
         if len(xy) != len(labels):
@@ -195,9 +208,15 @@ def embedding_scatter(embeddings: dict[str, dict], class_names: Sequence[str] | 
             keep = labels == label
             fig.add_trace(go.Scatter(
                 x=xy[keep, 0], y=xy[keep, 1], mode="markers", name=name, legendgroup=name,
-                showlegend=col == 1, hovertext=name, hoverinfo="text",
-                marker=dict(size=4, color=_CLASS_COLORS[label % len(_CLASS_COLORS)])), row=1, col=col)
-        fig.update_xaxes(showticklabels=False, row=1, col=col)
-        fig.update_yaxes(showticklabels=False, row=1, col=col)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), legend=dict(itemsizing="constant"))
+                showlegend=int(label) not in in_legend, hovertext=name, hoverinfo="text",
+                marker=dict(size=4, color=_CLASS_COLORS[label % len(_CLASS_COLORS)])),
+                row=row + 1, col=col + 1)
+            in_legend.add(int(label))
+        fig.update_xaxes(showticklabels=False, row=row + 1, col=col + 1)
+        fig.update_yaxes(showticklabels=False, row=row + 1, col=col + 1)
+    fig.update_annotations(font_size=13)                       # the panel titles
+    fig.update_layout(height=rows * height + 40 + 20 * (len(in_legend) // 5 + 1),
+                      margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", x=0, xanchor="left", y=-0.02, yanchor="top",
+                                  itemsizing="constant", font=dict(size=12)))
     return fig

@@ -47,3 +47,18 @@ def test_embedding_scatter_one_trace_per_class_and_panel():
 def test_embedding_scatter_rejects_mismatched_labels():
     with pytest.raises(ValueError, match="3 points but 2 labels"):
         embedding_scatter({"x": {"xy": [[0, 0], [1, 1], [2, 2]], "labels": [0, 1]}})
+
+
+def test_embedding_scatter_grid_fits_the_column_and_names_every_class():
+    pictures = {name: {"xy": [[0, 0], [1, 1]], "labels": labels}
+                for name, labels in [("a", [0, 0]), ("b", [0, 1]), ("c", [1, 1])]}
+    fig = embedding_scatter(pictures, class_names=["sit", "wave"], height=250)
+    rows, cols = fig._get_subplot_rows_columns()
+    assert (len(rows), len(cols)) == (2, 2)                    # three panels: two per row
+    in_legend = [(t.name, t.xaxis) for t in fig.data if t.showlegend]
+    assert in_legend == [("sit", "x"), ("wave", "x2")]           # "wave" first appears in panel b
+    assert fig.layout.legend.orientation == "h" and fig.layout.height >= 2 * 250
+    one_row = embedding_scatter(pictures, columns=3)
+    assert len(one_row._get_subplot_rows_columns()[0]) == 1
+    with pytest.raises(ValueError, match="columns must be at least 1"):
+        embedding_scatter(pictures, columns=0)

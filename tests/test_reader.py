@@ -12,7 +12,11 @@ exists; every local ``href``/``src`` (and ``#anchor``) of every page resolves; n
 loads scripts, styles or images from another host; in the browser, every plotly
 figure renders (an ``svg.main-svg`` or ``canvas``), every image decodes, math is
 typeset by the local MathJax without TeX errors, solutions are collapsed, and no
-script raises. A screenshot of one chapter is saved for inspection.
+script raises. Pages fit their column: no output, code cell, table or figure is wider than
+the article column unless it scrolls inside its own box, and nothing is cut off; text in
+outputs, tables and plotly figures is at least MIN_TEXT_PX; a matplotlib picture is not shrunk
+so far that its text falls below MIN_TEXT_PX; plotly panel titles do not overlap and legends do
+not scroll. A screenshot of one chapter is saved for inspection.
 
 Needs ``/usr/bin/chromium`` (``make browser`` installs it; ``$CHROMIUM`` overrides).
 """
@@ -47,6 +51,7 @@ BROWSER_TIMEOUT_S = 240
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "_build", "runs", "cache", ".pytest_cache",
                                      "__pycache__", "*.egg-info", ".ipynb_checkpoints")
 LOCAL_MATHJAX = mathjax_folder() is not None
+MIN_TEXT_PX = 9.0            # smallest readable text, in CSS pixels, in outputs, tables and figures
 
 
 # -- building and serving --------------------------------------------------------------------------
@@ -106,16 +111,26 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def server(build):
-    """The built HTML on http://127.0.0.1:<free port>/ (a thread; stopped after the module)."""
-    handler = functools.partial(_QuietHandler, directory=str(build["html"]))
+def serve(folder: Path):
+    """Serve ``folder`` on http://127.0.0.1:<free port>/ from a thread; returns (url, stop)."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+
+    def stop() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+
+    return f"http://127.0.0.1:{httpd.server_address[1]}", stop
+
+
+@pytest.fixture(scope="module")
+def server(build):
+    """The built HTML on http://127.0.0.1:<free port>/ (a thread; stopped after the module)."""
+    url, stop = serve(build["html"])
+    yield url
+    stop()
 
 
 def toc_pages(source: Path) -> list[str]:
@@ -270,8 +285,98 @@ window.addEventListener("unhandledrejection", function (e) {
 });
 </script>"""
 
+# Part of PROBE_BODY: how the article column holds what it shows. ``readerLayout(document)``
+# returns the column width and lists (each entry names the element and its first words):
+# ``wide`` -- an output, code cell, table, image or figure that is wider than the column and not
+# inside a horizontal scrolling box that fits, or whose content is cut off by a clipping box;
+# ``small_text`` -- visible text of outputs, tables and plotly figures set below MIN_TEXT_PX;
+# ``images`` -- every picture's natural and displayed width (the test turns these into the
+# displayed size of the picture's text); ``overlaps`` -- plotly panel titles that overlap;
+# ``legend_scrolls`` -- plotly legends that need their own scroll bar.
+LAYOUT_PROBE = r"""
+function readerLayout(d) {
+  var article = d.querySelector("article.bd-article") || d.querySelector("main article") || d.querySelector("main");
+  var out = {column: 0, page_scrolls_sideways: false, wide: [], small_text: [], images: [], overlaps: [],
+             legend_scrolls: []};
+  if (!article) { return out; }
+  var acs = getComputedStyle(article), abox = article.getBoundingClientRect();
+  var left = abox.left + parseFloat(acs.paddingLeft), right = abox.right - parseFloat(acs.paddingRight);
+  out.column = Math.round(right - left);
+  var root = d.scrollingElement || d.documentElement;
+  out.page_scrolls_sideways = root.scrollWidth > root.clientWidth + 1;
+  function words(el) {
+    var t = (el.textContent || "").replace(/\s+/g, " ").trim();
+    return t ? t.slice(0, 60) : (el.getAttribute("src") || el.id || "");
+  }
+  function name(el) {
+    var cls = typeof el.className === "string" && el.className ? "." + el.className.trim().split(/\s+/).join(".") : "";
+    return el.tagName.toLowerCase() + cls + " \u2014 " + words(el);
+  }
+  function scrolls(el) { return /auto|scroll/.test(getComputedStyle(el).overflowX); }
+  function clips(el) { return /hidden|clip/.test(getComputedStyle(el).overflowX); }
+  function beyond(el, reach) {        // content of a child of el reaches x = reach: who holds it?
+    for (var e = el; e && e !== article; e = e.parentElement) {
+      var box = e.getBoundingClientRect();
+      if (scrolls(e)) { return box.right > right + 1 ? "its scrolling box is wider than the column" : null; }
+      if (clips(e) && reach > box.right + 1) { return "cut off by " + e.tagName.toLowerCase() + "." + e.className; }
+    }
+    return reach > right + 1 ? "wider than the column by " + Math.round(reach - right) + " px" : null;
+  }
+  var wide = [];
+  article.querySelectorAll(".cell_input, .cell_output, .output, pre, table, img, .plotly-graph-div")
+    .forEach(function (el) {
+      var box = el.getBoundingClientRect();
+      if (!box.width || !box.height) { return; }
+      var problem = null;
+      if (scrolls(el)) { problem = box.right > right + 1 ? "a scrolling box wider than the column" : null; }
+      else if (clips(el) && el.scrollWidth > el.clientWidth + 1) { problem = "content cut off"; }
+      else { problem = beyond(el, Math.max(box.right, box.left + el.scrollWidth)); }
+      if (problem) { wide.push([el, problem]); }
+    });
+  out.wide = wide.filter(function (w) {       // name the innermost element, not each of its boxes
+    return !wide.some(function (v) { return v[0] !== w[0] && w[0].contains(v[0]); });
+  }).map(function (w) { return w[1] + ": " + name(w[0]); });
+  var walker = d.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  var small = {};
+  for (var node = walker.nextNode(); node; node = walker.nextNode()) {
+    var el = node.parentElement;
+    if (!node.textContent.trim() || !el.closest(".cell_output, table, .plotly-graph-div")) { continue; }
+    if (el.closest(".hoverlayer, .modebar-container, mjx-assistive-mml")) { continue; }
+    var box = el.getBoundingClientRect(), px = parseFloat(getComputedStyle(el).fontSize);
+    if (!box.width || !box.height || getComputedStyle(el).visibility === "hidden") { continue; }
+    if (px < MIN_TEXT_PX) { small[px.toFixed(1) + " px: " + words(el)] = true; }
+  }
+  out.small_text = Object.keys(small);
+  article.querySelectorAll("img").forEach(function (img) {
+    var box = img.getBoundingClientRect();
+    if (box.width) { out.images.push({src: img.getAttribute("src"), natural: img.naturalWidth,
+                                      shown: box.width}); }
+  });
+  article.querySelectorAll(".plotly-graph-div").forEach(function (plot, p) {
+    var titles = Array.from(plot.querySelectorAll("g.annotation")).map(function (a) {
+      return [a.getBoundingClientRect(), words(a)]; }).filter(function (t) { return t[0].width > 0; });
+    for (var i = 0; i < titles.length; i++) {
+      for (var j = i + 1; j < titles.length; j++) {
+        var a = titles[i][0], b = titles[j][0];
+        if (a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1) {
+          out.overlaps.push("figure " + (p + 1) + ": '" + titles[i][1] + "' and '" + titles[j][1] + "'");
+        }
+      }
+    }
+    plot.querySelectorAll("g.legend rect.scrollbar").forEach(function (bar) {
+      if (bar.getBoundingClientRect().height > 0) {
+        out.legend_scrolls.push("figure " + (p + 1) + ": " + words(plot.querySelector("g.legend")).slice(0, 50));
+      }
+    });
+  });
+  return out;
+}
+"""
+
 # Injected before </body>: after load (and MathJax's typesetting), what the reader would see.
-PROBE_BODY = """<script>
+PROBE_BODY = ("""<script>
+var MIN_TEXT_PX = %MIN_TEXT_PX%;
+""" + LAYOUT_PROBE + """
 window.addEventListener("load", function () {
   function report() {
     var r = window.__reader, d = document, all = function (s) { return Array.from(d.querySelectorAll(s)); };
@@ -298,6 +403,7 @@ window.addEventListener("load", function () {
         return !c.classList.contains("admonition-title") && getComputedStyle(c).visibility !== "hidden"
           && c.getBoundingClientRect().height > 0; });
     }).map(function (a) { return a.querySelector(".admonition-title").textContent.trim(); });
+    r.layout = readerLayout(d);
     var out = parent.document.getElementById(window.name);
     if (out) { out.textContent = JSON.stringify(r); }
   }
@@ -306,7 +412,7 @@ window.addEventListener("load", function () {
     if (mj && mj.startup && mj.startup.promise) { mj.startup.promise.then(report, report); } else { report(); }
   }, 1500);
 });
-</script>"""
+</script>""").replace("%MIN_TEXT_PX%", str(MIN_TEXT_PX))
 
 PROBE_SUFFIX = ".reader-probe.html"
 HARNESS = "reader-harness.html"
@@ -326,21 +432,28 @@ def write_probes(html_dir: Path, pages: list[str]) -> str:
     return HARNESS
 
 
-@pytest.fixture(scope="module")
-def seen_by_reader(build, server, tmp_path_factory) -> dict[str, dict]:
-    """What every page of the book shows in Chromium after its scripts ran: page -> facts."""
-    pages = toc_pages(build["source"])
-    harness = write_probes(build["html"], pages)
-    start = time.perf_counter()
+def probe_pages(html_dir: Path, pages: list[str], url: str, profile: Path) -> dict[str, dict | None]:
+    """Open probe copies of ``pages`` (served from ``html_dir`` at ``url``) in one Chromium run;
+    page -> what its probe reported (None if it never reported)."""
+    harness = write_probes(html_dir, pages)
     done = chromium(["--virtual-time-budget=60000", "--window-size=1280,1000", "--dump-dom",
-                     f"{server}/{harness}"], tmp_path_factory.mktemp("chromium-profile"))
-    print(f"\nChromium checked {len(pages)} pages in {time.perf_counter() - start:.1f} s")
+                     f"{url}/{harness}"], profile)
     results = {}
     for i, page in enumerate(pages):
         match = re.search(rf'<pre id="result-{i}">(.*?)</pre>', done.stdout, re.S)
         results[page] = json.loads(html.unescape(match.group(1))) if match and match.group(1) else None
     if not any(results.values()):
         pytest.fail(f"Chromium reported nothing (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return results
+
+
+@pytest.fixture(scope="module")
+def seen_by_reader(build, server, tmp_path_factory) -> dict[str, dict]:
+    """What every page of the book shows in Chromium after its scripts ran: page -> facts."""
+    pages = toc_pages(build["source"])
+    start = time.perf_counter()
+    results = probe_pages(build["html"], pages, server, tmp_path_factory.mktemp("chromium-profile"))
+    print(f"\nChromium checked {len(pages)} pages in {time.perf_counter() - start:.1f} s")
     for page, seen in results.items():
         if seen:
             print(f"  {page}: {seen['plots_rendered']}/{seen['plots']} plotly figures, "
@@ -402,6 +515,137 @@ def test_solutions_are_collapsed(seen_by_reader, build):
     assert not shown, f"solutions visible without a click: {shown}"
     without = [p for p in chapter_pages(build) if seen_by_reader.get(p) and not seen_by_reader[p]["solutions"]]
     assert not without, f"chapters whose exercises have no (collapsed) solution: {without}"
+
+
+# -- pages that fit: the column, readable text, readable figures ----------------------------------
+def test_outputs_tables_and_figures_fit_the_column(seen_by_reader):
+    """Nothing is wider than the article column unless it scrolls inside its own box."""
+    problems = {}
+    for page, seen in seen_by_reader.items():
+        if not seen:
+            continue   # reported by test_every_page_runs_its_scripts_offline
+        layout = seen["layout"]
+        issues = list(layout["wide"])
+        if layout["page_scrolls_sideways"]:
+            issues.append("the page itself scrolls sideways")
+        if issues:
+            problems[page] = issues[:15]
+    assert not problems, "too wide for the column:\n" + json.dumps(problems, indent=1)
+
+
+def test_text_in_outputs_tables_and_plotly_figures_is_readable(seen_by_reader):
+    small = {p: s["layout"]["small_text"][:15] for p, s in seen_by_reader.items() if s and s["layout"]["small_text"]}
+    assert not small, f"text set below {MIN_TEXT_PX} px:\n" + json.dumps(small, indent=1)
+
+
+def smallest_figure_font_pt() -> float:
+    """The smallest font matplotlib's default style uses for any figure text, in points."""
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
+
+    keys = ["font.size", "axes.titlesize", "axes.labelsize", "xtick.labelsize", "ytick.labelsize",
+            "legend.fontsize", "figure.titlesize"]
+    return min(FontProperties(size=matplotlib.rcParamsDefault[k]).get_size_in_points() for k in keys)
+
+
+def png_dpi(path: Path) -> float | None:
+    """Pixels per inch recorded in a PNG (matplotlib writes its savefig dpi there); None if absent."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        dpi = image.info.get("dpi")
+    return float(dpi[0]) if dpi else None
+
+
+def test_figure_text_is_readable_at_its_displayed_size(seen_by_reader, build):
+    """A picture's text, drawn at the style's smallest size and the PNG's dpi, shows at >= MIN_TEXT_PX.
+
+    The browser shrinks a picture wider than the column; its text shrinks with it. The
+    smallest text of a matplotlib figure is ``smallest_figure_font_pt()`` points at the dpi
+    stored in the PNG, i.e. ``pt * dpi / 72`` pixels of the picture before it is shrunk by
+    ``shown / natural``. ``test_chapters_keep_matplotlib_fonts_at_the_default_sizes`` checks
+    that no chapter draws smaller text than that.
+    """
+    pt = smallest_figure_font_pt()
+    problems = {}
+    for page, seen in seen_by_reader.items():
+        for image in (seen or {"layout": {"images": []}})["layout"]["images"]:
+            path = (build["html"] / page).parent / unquote(urlsplit(image["src"]).path)
+            dpi = png_dpi(path) if path.suffix.lower() == ".png" and path.is_file() else None
+            if dpi is None or not image["natural"]:
+                continue
+            shown_px = pt * dpi / 72 * image["shown"] / image["natural"]
+            if shown_px < MIN_TEXT_PX:
+                width_in = image["natural"] / dpi
+                problems.setdefault(page, []).append(
+                    f"{path.name}: {width_in:.1f} in wide at {dpi:.0f} dpi, shown {image['shown']:.0f} px wide, "
+                    f"so {pt:.0f} pt text shows at {shown_px:.1f} px")
+    assert not problems, ("figures too wide for their text to stay readable (make them narrower, at most "
+                          "about 9 in):\n" + json.dumps(problems, indent=1))
+
+
+def test_plotly_panel_titles_do_not_overlap_and_legends_do_not_scroll(seen_by_reader):
+    problems = {}
+    for page, seen in seen_by_reader.items():
+        if seen and (seen["layout"]["overlaps"] or seen["layout"]["legend_scrolls"]):
+            problems[page] = {"overlapping titles": seen["layout"]["overlaps"],
+                              "legends that scroll": seen["layout"]["legend_scrolls"]}
+    assert not problems, json.dumps(problems, indent=1)
+
+
+# A hand-made page for the probe's own test: what each block should (or should not) be reported as.
+PROBE_SELF_TEST_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>probe</title></head>
+<body><main><article class="bd-article" style="width: 400px; padding: 0 20px; font: 14px sans-serif">
+<div class="cell_output"><div class="output" style="overflow-x: auto"><table style="width: 800px">
+<tr><td>a wide table in its own scrolling box</td></tr></table></div></div>
+<div class="cell_output"><pre style="overflow: visible">%s</pre></div>
+<div class="cell_output"><div class="output" style="overflow: hidden"><table style="width: 800px">
+<tr><td>a wide table cut off by its box</td></tr></table></div></div>
+<div class="cell_output"><p style="font-size: 7px">tiny print</p><p>normal print</p></div>
+<div class="cell_output"><img style="width: 100%%" src="data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7" alt=""></div>
+</article></main></body></html>""" % ("a long output line " * 12)
+
+
+def test_the_layout_probe_reports_what_does_not_fit(tmp_path):
+    """The probe flags the too-wide and the cut-off block and the tiny print, not the scrolling table."""
+    (tmp_path / "page.html").write_text(PROBE_SELF_TEST_PAGE)
+    url, stop = serve(tmp_path)
+    try:
+        seen = probe_pages(tmp_path, ["page"], url, tmp_path / "chromium-profile")["page"]
+    finally:
+        stop()
+    layout = seen["layout"]
+    assert layout["column"] == 400
+    wide = "\n".join(layout["wide"])
+    assert "wider than the column" in wide and "a long output line" in wide, wide
+    assert "cut off" in wide and "a wide table cut off" in wide, wide
+    assert "in its own scrolling box" not in wide, wide
+    assert len(layout["wide"]) == 2, wide
+    assert [t.split(":")[0] for t in layout["small_text"]] == ["7.0 px"], layout["small_text"]
+    assert [(i["natural"], round(i["shown"])) for i in layout["images"]] == [(1, 400)]
+
+
+FONT_SIZE_ARGUMENT = re.compile(r"""\b(?:fontsize|labelsize)\s*=\s*(?:([0-9.]+)|["']([a-z-]+)["'])""")
+
+
+def test_chapters_keep_matplotlib_fonts_at_the_default_sizes():
+    """The figure check assumes no text below matplotlib's default sizes: no smaller font sizes,
+    and no change of the style, in any chapter's code."""
+    from matplotlib.font_manager import FontProperties
+
+    pt, found = smallest_figure_font_pt(), []
+    for path in sorted((ROOT / "book").glob("ch*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            code = "".join(cell["source"])
+            if cell["cell_type"] != "code":
+                continue
+            if re.search(r"rcParams|plt\.rc\(|matplotlib\.rc\(|plt\.style", code):
+                found.append(f"{path.name} cell {i}: changes the matplotlib style")
+            for number, name in FONT_SIZE_ARGUMENT.findall(code):
+                size = float(number) if number else FontProperties(size=name).get_size_in_points()
+                if size < pt:
+                    found.append(f"{path.name} cell {i}: font size {number or name} < {pt:.0f} pt")
+    assert not found, "\n".join(found)
 
 
 def test_screenshot_of_a_chapter(build, server, tmp_path):

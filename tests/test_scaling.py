@@ -139,7 +139,7 @@ def test_full_scale_cell_explains_instead_of_failing(monkeypatch, capsys, tmp_pa
     assert "--set pretrain.method=cmd" in text and f"--run-dir {tmp_path / 'full' / 'chX'}" in text
 
 
-def test_full_scale_cell_trains_on_a_prepared_dataset(monkeypatch, ntu_root, tmp_path):
+def test_full_scale_cell_trains_on_a_prepared_dataset(monkeypatch, ntu_root, tmp_path, capsys):
     """The real-data path end to end (memory-mapped split, pretrain, evaluate), with a tiny model."""
     monkeypatch.setenv("I2MD_PROFILE", "full")
     monkeypatch.setenv("I2MD_DATA_ROOT", str(ntu_root))
@@ -149,6 +149,18 @@ def test_full_scale_cell_trains_on_a_prepared_dataset(monkeypatch, ntu_root, tmp
     assert len(out["history"]) == 48 // 16
     knn = {r["modality"]: r for r in out["results"]}
     assert set(knn) == {"joint", "motion", "bone", "ensemble"} and knn["joint"]["num_gallery"] == 48
+    assert "knn (3-stream ensemble): top-1" in capsys.readouterr().out   # a real run reports its result
+
+
+def test_the_stand_in_says_what_it_is_and_prints_no_accuracy(monkeypatch, capsys, tmp_path):
+    """Under a small profile the cell runs a smoke-scale stand-in; a 'top-1' there would read as a result."""
+    monkeypatch.setenv("I2MD_PROFILE", "smoke")
+    out = full_scale_cell("chZ", {"pretrain.method": "cmd", **TINY_MODEL}, protocols=("knn",),
+                          runs_root=tmp_path)
+    text = capsys.readouterr().out
+    assert out["ran"] and out["run_dir"] is None and out["results"]      # it did run and evaluate
+    assert "smoke-scale stand-in" in text and "not results" in text
+    assert "top-1" not in text and "%" not in text, text
 
 
 # -- memory-mapped data --------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The CMD augmentations, seeded by an explicit random generator.
 
-Each view of a pretraining clip gets (``shared/reference/method-cmd-i2md.md`` section 1.5):
+Each view of a pretraining clip gets (as in the CMD reference code, https://github.com/maoyunyao/CMD,
+``feeder/feeder_pretraining_intra.py`` and ``feeder/augmentations.py``):
 
 1. a **temporal crop-resize**: a random crop of ``floor(n * U(0.1, 1))`` frames, clamped
    to ``[window, n]``, resized to ``window`` frames by linear interpolation along time

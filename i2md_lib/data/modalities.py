@@ -5,7 +5,7 @@ All functions take a joint tensor laid out ``(..., C, T, V, M)`` -- a batch
 tensor, and return the same type, shape and dtype. They are vectorised and, for
 torch, differentiable, so the model derives motion and bone from each augmented
 view inside its forward pass exactly as the CMD reference does
-(``shared/reference/method-cmd-i2md.md`` section 1.1).
+(``moco/builder_cmd.py`` of https://github.com/maoyunyao/CMD).
 
 * motion: ``x[t+1] - x[t]`` for ``t < T-1``; the last frame is zero.
 * bone: ``x[v] - x[parent(v)]`` with the NTU pair list of :mod:`i2md_lib.skeleton`;
