@@ -109,7 +109,18 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         overrides.update(dict(_flatten(file_values)))
     if args.method:
         overrides["pretrain.method"] = args.method
-    for item in args.overrides:
+    overrides.update(parse_set_items(args.overrides))
+    try:
+        cfg = ExperimentConfig.for_profile(profile)
+        return cfg.replace({k: _coerce(cfg, k, v) for k, v in overrides.items()})
+    except ValueError as e:
+        raise ConfigArgumentError(str(e)) from e
+
+
+def parse_set_items(items: Sequence[str]) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` of ``--set`` -> ``{key: value parsed as YAML}``."""
+    overrides: dict[str, Any] = {}
+    for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigArgumentError(f"--set expects KEY=VALUE, got {item!r}")
@@ -117,11 +128,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             overrides[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise ConfigArgumentError(f"--set {item!r}: the value is not valid YAML ({e})") from e
-    try:
-        cfg = ExperimentConfig.for_profile(profile)
-        return cfg.replace({k: _coerce(cfg, k, v) for k, v in overrides.items()})
-    except ValueError as e:
-        raise ConfigArgumentError(str(e)) from e
+    return overrides
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -327,6 +334,9 @@ def add_experiments_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/)")
     parser.add_argument("--runs", type=Path, default=None, help="run folders (default: runs/)")
     parser.add_argument("--rerun", action="store_true", help="rerun even if a current result exists")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one dotted config key in every run, e.g. data.benchmark=xsub_val "
+                             "(value parsed as YAML; repeatable)")
     parser.set_defaults(run=run_experiments)
 
 
@@ -335,6 +345,6 @@ def run_experiments(args: argparse.Namespace) -> int:
 
     kwargs = {k: v for k, v in (("out_root", args.out), ("runs_root", args.runs)) if v is not None}
     records = experiments.run_suite(args.suite, args.profile, args.seeds, args.variants, jobs=args.jobs,
-                                    rerun=args.rerun, **kwargs)
+                                    rerun=args.rerun, overrides=parse_set_items(args.overrides), **kwargs)
     print(experiments.summary_table(records).to_string())
     return 0

@@ -54,6 +54,8 @@ class SyntheticConfig:
     stored_frames: int = 300        # T of the stored array (CMD layout pads to 300)
     noise_std: float = 0.01         # metres of Gaussian jitter per joint
     two_person: bool = True         # include the two-person classes
+    version: int = 1                # 1: 13 classes that differ in pose; 2: 40 classes in families (data/README.md)
+    test_every: int = 2             # xsub: every test_every-th subject is a test subject (2: alternate)
 
 
 @dataclass(frozen=True)

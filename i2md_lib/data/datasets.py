@@ -35,7 +35,7 @@ from .store import RowView, SkeletonArrays
 
 #: Benchmarks each dataset provides.
 BENCHMARKS: dict[str, tuple[str, ...]] = {
-    "synthetic": ("xsub", "xview"),
+    "synthetic": ("xsub", "xview", "xsub_val"),
     "ntu60": ("xsub", "xview"),
     "ntu120": ("xsub", "xset"),
     "pku1": ("xsub", "xview"),
