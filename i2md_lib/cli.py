@@ -339,6 +339,9 @@ def add_experiments_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/)")
     parser.add_argument("--runs", type=Path, default=None, help="run folders (default: runs/)")
     parser.add_argument("--rerun", action="store_true", help="rerun even if a current result exists")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one dotted config key in every run, e.g. data.benchmark=xsub_val "
+                             "(value parsed as YAML; repeatable)")
     parser.set_defaults(run=run_experiments)
 
 
@@ -347,6 +350,6 @@ def run_experiments(args: argparse.Namespace) -> int:
 
     kwargs = {k: v for k, v in (("out_root", args.out), ("runs_root", args.runs)) if v is not None}
     records = experiments.run_suite(args.suite, args.profile, args.seeds, args.variants, jobs=args.jobs,
-                                    rerun=args.rerun, **kwargs)
+                                    rerun=args.rerun, overrides=dict(map(parse_set, args.overrides)), **kwargs)
     print(report.summary_table(records).to_string())
     return 0

@@ -53,7 +53,7 @@ DNA_SPACES: tuple[str, ...] = ("cluster", "instance")
 SELECT_ON: tuple[str, ...] = ("val", "test", "last")
 #: Benchmarks of each dataset (``data.dataset`` -> the choices of ``data.benchmark``).
 BENCHMARKS: dict[str, tuple[str, ...]] = {
-    "synthetic": ("xsub", "xview"),
+    "synthetic": ("xsub", "xview", "xsub_val"),
     "ntu60": ("xsub", "xview"),
     "ntu120": ("xsub", "xset"),
     "pku1": ("xsub", "xview"),
@@ -268,6 +268,8 @@ class SyntheticConfig:
     stored_frames: int = 300        # T of the stored array (CMD layout pads to 300)
     noise_std: float = 0.01         # metres of Gaussian jitter per joint
     two_person: bool = True         # include the two-person classes
+    version: int = 1                # 1: 13 classes that differ in pose; 2: 40 classes in families (data/README.md)
+    test_every: int = 2             # xsub: every test_every-th subject is a test subject (2: alternate)
 
     def __post_init__(self) -> None:
         f = _Fields(self, "data.synthetic")
@@ -280,6 +282,8 @@ class SyntheticConfig:
         f.integer("stored_frames", 1)
         f.number("noise_std", 0)
         f.boolean("two_person")
+        f.integer("version", 1, 2)
+        f.integer("test_every", 2)
         f.rule(self.min_frames <= self.max_frames, f"data.synthetic.min_frames ({self.min_frames}) must be "
                                                    f"<= data.synthetic.max_frames ({self.max_frames})")
 

@@ -70,6 +70,15 @@ def test_cli_runs_a_suite(tmp_path, capsys):
     assert experiments.result_path("smoke", "main", "random_init", 0, tmp_path / "r").exists()
 
 
+def test_cli_set_overrides_every_run(tmp_path, capsys):
+    code = main(["experiments", "--suite", "main", "--profile", "smoke", "--seeds", "1",
+                 "--variants", "random_init", "--set", "data.benchmark=xview", "--set", "eval.knn_k=[1]",
+                 "--out", str(tmp_path / "r"), "--runs", str(tmp_path / "x")])
+    assert code == 0
+    record = experiments.load_record(experiments.result_path("smoke", "main", "random_init", 1, tmp_path / "r"))
+    assert record["config"]["data"]["benchmark"] == "xview" and record["config"]["eval"]["knn_k"] == [1]
+
+
 def test_seed_zero_stores_a_tsne_picture(tmp_path):
     experiments.run_suite("main", "smoke", seeds=[0], variants=["moco_joint"],
                           out_root=tmp_path / "r", runs_root=tmp_path / "x")

@@ -432,7 +432,7 @@ BAD_CONFIGS = {
     "encoder.recurrence": ("cudnn", "encoder.recurrence must be one of auto, nn_gru, loop, got 'cudnn'"),
     "encoder.input_size": (75, "encoder.input_size must be 150"),
     "data.dataset": ("kinetics", "data.dataset must be one of synthetic, ntu60"),
-    "data.benchmark": ("xset", "data.benchmark must be one of xsub, xview for data.dataset='synthetic'"),
+    "data.benchmark": ("xset", "data.benchmark must be one of xsub, xview, xsub_val for data.dataset='synthetic'"),
     "data.mmap": ("maybe", "data.mmap must be true or false, got 'maybe'"),
     "data.synthetic.num_cameras": (4, "data.synthetic.num_cameras must be <= 3, got 4"),
     "augment.crop_min_ratio": (0, "augment.crop_min_ratio must be > 0, got 0.0"),

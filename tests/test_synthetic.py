@@ -1,8 +1,10 @@
-"""The synthetic dataset: determinism, format, splits, body kinematics, cache, .skeleton corpus."""
+"""The synthetic dataset, version 1: determinism, format, splits, body kinematics, cache, .skeleton
+corpus, and arrays unchanged since version 2 was added (``tests/test_synthetic_v2.py`` tests version 2)."""
 from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,10 @@ from i2md_lib.data import ntu_format, preprocess, store
 from i2md_lib.data import synthetic as syn
 from i2md_lib.skeleton import BONES
 
-SMOKE = ExperimentConfig.for_profile("smoke").data.synthetic
+
+#: The smoke profile's sizes with the version-1 generator (the profiles use version 2).
+SMOKE = dataclasses.replace(ExperimentConfig.for_profile("smoke").data.synthetic, version=1, test_every=2)
+REFERENCE = Path(__file__).parent / "data" / "synthetic_v1_smoke.npz"
 TWO_PERSON = [i for i, a in enumerate(syn.ACTIONS) if a.persons == 2]
 
 
@@ -31,6 +36,20 @@ def _bone_lengths(raw: np.ndarray) -> np.ndarray:
     child = raw[:, :, :, [c for c, _ in BONES]]
     parent = raw[:, :, :, [p for _, p in BONES]]
     return np.sqrt(((child.astype(np.float64) - parent) ** 2).sum(axis=1))
+
+
+def test_version_1_arrays_unchanged(raw_smoke):
+    """Against arrays saved before version 2 existed (``tests/data/synthetic_v1_smoke.npz``)."""
+    ref = np.load(REFERENCE)
+    raw, num_frame, labels, names = raw_smoke
+    np.testing.assert_allclose(raw[ref["raw_index"]], ref["raw"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(num_frame, ref["num_frame"])
+    np.testing.assert_array_equal(labels, ref["labels"])
+    assert names == ref["names"].tolist()
+    train, val = syn.generate(SMOKE, "xsub")
+    np.testing.assert_allclose(train.data[ref["train_index"]], ref["train"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(train.labels, ref["train_labels"])
+    np.testing.assert_array_equal(val.labels, ref["val_labels"])
 
 
 def test_same_seed_same_data_other_seed_other_data(raw_smoke):

@@ -1,11 +1,16 @@
 """The built-in synthetic skeleton-action dataset, in the exact NTU RGB+D / CMD format.
 
 Procedurally animated Kinect-v2 bodies (25 joints, :mod:`synthetic_motions`) perform
-the classes of :data:`SYNTHETIC_CLASSES`; each take is seen by ``num_cameras``
+the classes of :data:`SYNTHETIC_CLASSES` (version 1) or of :mod:`synthetic_v2`
+(``SyntheticConfig.version = 2``: 40 classes in families that share their mean pose,
+more nuisances and tracking errors); each take is seen by ``num_cameras``
 horizontal cameras at -45..+45 degrees, 2.5-3.5 m away, in camera-space metres
 (``y`` up, ``z`` depth) with Gaussian joint noise. Samples are named
 ``S001CcccPpppRrrrAaaa`` so the NTU split rules apply unchanged (``xsub``: performers
 in the NTU training list; ``xview``: cameras 2 and 3 train, camera 1 tests).
+``xsub_val`` is for design decisions without the test split: the xsub training
+subjects only, every :data:`VAL_EVERY`-th of them held out as its ``val`` part.
+Version 1 stays byte-for-byte what it was.
 
 Pipeline: :func:`generate_raw` (camera space, zero padded) -> the same
 ``preprocess.pre_normalize`` as real NTU -> ``store.save_split`` into
@@ -27,17 +32,20 @@ import numpy as np
 from ..config import DATA_DIR_ENV, SyntheticConfig
 from ..skeleton import MAX_BODIES, NUM_JOINTS
 from ..utils import atomic_write
-from . import ntu_format, preprocess, store
+from . import ntu_format, preprocess, store, synthetic_v2
 from .synthetic_motions import (
     ACTIONS, FPS, SPINE_BASE, SPINE_MID, SPINE_SHOULDER, ActionContext, ActionSpec, BodyShape,
     Draws, Style, pose_bodies, sample_shapes, sample_styles,
 )
 
-#: Bump when the generator changes what it produces: it is part of the cache key.
-GENERATOR_VERSION = 1
-#: Class names, label order (the two-person classes come last).
+#: ``{SyntheticConfig.version: generator revision}``. Bump a dataset version's entry when
+#: its generator changes what it produces: it is part of the cache key.
+GENERATOR_VERSIONS: dict[int, int] = {1: 1, 2: 1}
+GENERATOR_VERSION = GENERATOR_VERSIONS[1]   # version 1's (older callers)
+#: Version 1's class names, label order (the two-person classes come last).
 SYNTHETIC_CLASSES: tuple[str, ...] = tuple(a.name for a in ACTIONS)
-BENCHMARKS: tuple[str, ...] = ("xsub", "xview")
+BENCHMARKS: tuple[str, ...] = ("xsub", "xview", "xsub_val")
+VAL_EVERY = 4                   # xsub_val: every 4th training subject validates
 
 SETUP = 1                       # every synthetic sample is setup S001
 CAMERA_DISTANCE = (2.5, 3.5)    # metres from the room centre
@@ -45,14 +53,15 @@ CAMERA_HEIGHT = (0.7, 1.3)      # metres above the floor
 DEPTH_NOISE_FACTOR = 1.5        # Kinect depth (z) is noisier than x, y
 OCCLUDED_NOISE_FACTOR = 3.0     # joints hidden behind the torso are "inferred", noisier
 NOISE_CORRELATION = 0.8         # lag-1 correlation of the joint noise over frames
-_RANDOM_DRAWS = 48              # uniform numbers reserved per take (see synthetic_motions.Draws)
+_RANDOM_DRAWS = 48              # uniform numbers reserved per take (see synthetic_motions.Draws), version 1
 _MAX_PERFORMER = 106            # NTU performer IDs are P001..P106
 
 
 # ----------------------------------------------------------------------------- design
 def active_classes(cfg: SyntheticConfig) -> tuple[ActionSpec, ...]:
-    """The classes ``cfg`` generates: all of them, or only the one-person ones."""
-    return ACTIONS if cfg.two_person else tuple(a for a in ACTIONS if a.persons == 1)
+    """The classes ``cfg`` generates (of its version): all of them, or only the one-person ones."""
+    actions = ACTIONS if cfg.version == 1 else synthetic_v2.ACTIONS
+    return actions if cfg.two_person else tuple(a for a in actions if a.persons == 1)
 
 
 def class_names(cfg: SyntheticConfig) -> tuple[str, ...]:
@@ -60,20 +69,25 @@ def class_names(cfg: SyntheticConfig) -> tuple[str, ...]:
     return tuple(a.name for a in active_classes(cfg))
 
 
-def performer_ids(num_subjects: int) -> list[int]:
-    """NTU performer IDs of the synthetic subjects, alternating between the xsub
-    training list and the test side so that both are non-empty from 2 subjects on.
+def performer_ids(num_subjects: int, test_every: int = 2) -> list[int]:
+    """NTU performer IDs of the synthetic subjects: subject ``i`` is on the xsub test side
+    when ``i % test_every == test_every - 1``, else in the training list (while IDs last),
+    so both sides are non-empty from ``test_every`` subjects on.
 
     >>> performer_ids(4)
     [1, 3, 2, 6]
+    >>> performer_ids(6, test_every=3)
+    [1, 2, 3, 4, 5, 6]
     """
     train = sorted(ntu_format.TRAINING_SUBJECTS)
     test = [p for p in range(1, _MAX_PERFORMER + 1) if p not in ntu_format.TRAINING_SUBJECTS]
     if not 1 <= num_subjects <= len(train) + len(test):
         raise ValueError(f"synthetic.num_subjects must be 1..{len(train) + len(test)}, got {num_subjects}")
+    if test_every < 2:
+        raise ValueError(f"synthetic.test_every must be >= 2, got {test_every}")
     ids: list[int] = []
     for i in range(num_subjects):
-        first, second = (train, test) if i % 2 == 0 else (test, train)
+        first, second = (test, train) if i % test_every == test_every - 1 else (train, test)
         ids.append((first or second).pop(0))
     return ids
 
@@ -98,9 +112,13 @@ def validate(cfg: SyntheticConfig) -> None:
         problems.append(f"stored_frames must be positive, got {cfg.stored_frames}")
     if cfg.noise_std < 0:
         problems.append(f"noise_std must be >= 0, got {cfg.noise_std}")
+    if cfg.version not in GENERATOR_VERSIONS:
+        problems.append(f"version must be one of {sorted(GENERATOR_VERSIONS)}, got {cfg.version}")
+    if cfg.test_every < 2:
+        problems.append(f"test_every must be >= 2, got {cfg.test_every}")
     if problems:
         raise ValueError("invalid SyntheticConfig: " + "; ".join(problems))
-    performer_ids(cfg.num_subjects)
+    performer_ids(cfg.num_subjects, cfg.test_every)
 
 
 # ----------------------------------------------------------------------------- generation
@@ -119,10 +137,11 @@ def _plan_takes(cfg: SyntheticConfig, num_classes: int) -> Takes:
     rows = [(s, r, a) for s in range(cfg.num_subjects) for r in range(cfg.repetitions)
             for a in range(num_classes)]
     lengths, rands = [], []
+    draws = _RANDOM_DRAWS if cfg.version == 1 else synthetic_v2.RANDOM_DRAWS
     for s, r, a in rows:  # one small generator per take: a take does not depend on the others
         rng = np.random.default_rng([cfg.seed, 2, s, r, a])
         lengths.append(rng.integers(cfg.min_frames, cfg.max_frames + 1))
-        rands.append(rng.random(_RANDOM_DRAWS))
+        rands.append(rng.random(draws))
     s, r, a = (np.array(c, dtype=np.int64) for c in zip(*rows))
     return Takes(s, r, a, np.array(lengths, dtype=np.int64), np.stack(rands))
 
@@ -130,10 +149,11 @@ def _plan_takes(cfg: SyntheticConfig, num_classes: int) -> Takes:
 def _subjects(cfg: SyntheticConfig) -> tuple[BodyShape, Style]:
     """Shapes and styles of the subjects ``(S,)``; subject ``i`` is the same for any ``num_subjects``."""
     shapes, styles = [], []
+    module = synthetic_v2 if cfg.version == 2 else None
     for i in range(cfg.num_subjects):
         rng = np.random.default_rng([cfg.seed, 1, i])
-        shapes.append(sample_shapes(rng, 1))
-        styles.append(sample_styles(rng, 1))
+        shapes.append((module.sample_shapes if module else sample_shapes)(rng, 1))
+        styles.append((module.sample_styles if module else sample_styles)(rng, 1))
     return _concat(shapes), _concat(styles)
 
 
@@ -177,9 +197,11 @@ def _camera_frames(cfg: SyntheticConfig, num_takes: int) -> tuple[np.ndarray, np
     camera position ``(P, C, 3)``. Cameras look at the room centre, slightly pitched."""
     rng = np.random.default_rng([cfg.seed, 3])
     p, c = num_takes, cfg.num_cameras
-    angle = np.deg2rad(camera_angles(c)[None, :] + rng.uniform(-5, 5, (p, c)))
-    dist, height = rng.uniform(*CAMERA_DISTANCE, (p, c)), rng.uniform(*CAMERA_HEIGHT, (p, c))
-    pitch = rng.uniform(-0.08, 0.08, (p, c))
+    v1 = cfg.version == 1   # version 2: cameras placed more freely, like NTU's set-ups
+    angle = np.deg2rad(camera_angles(c)[None, :] + rng.uniform(*((-5, 5) if v1 else (-12, 12)), (p, c)))
+    dist = rng.uniform(*(CAMERA_DISTANCE if v1 else (2.0, 4.5)), (p, c))
+    height = rng.uniform(*(CAMERA_HEIGHT if v1 else (0.5, 1.8)), (p, c))
+    pitch = rng.uniform(*((-0.08, 0.08) if v1 else (-0.3, 0.3)), (p, c))
     out = np.stack([np.sin(angle), np.zeros_like(angle), np.cos(angle)], -1)   # room centre -> camera
     position = dist[..., None] * out
     position[..., 1] = height
@@ -241,10 +263,16 @@ def generate_camera_space(cfg: SyntheticConfig, noise: bool = True
         scale = np.array([1.0, 1.0, DEPTH_NOISE_FACTOR]) * cfg.noise_std
         jitter = correlated_noise(rng, cam.shape, NOISE_CORRELATION) * scale.astype(np.float32)
         jitter *= np.where(occluded, OCCLUDED_NOISE_FACTOR, 1.0).astype(np.float32)[..., None]
+        if cfg.version == 2:
+            jitter[..., synthetic_v2.HAND_JOINTS, :] *= np.float32(synthetic_v2.HAND_NOISE_FACTOR)
         cam += jitter
+        if cfg.version == 2:
+            flat = cam.reshape((-1,) + cam.shape[2:])                             # (P*C, M, T, V, 3)
+            synthetic_v2.sensor_artifacts(flat, occluded.reshape((-1,) + occluded.shape[2:]),
+                                          np.repeat(takes.length, c), np.random.default_rng([cfg.seed, 6]))
     cam *= present[:, None, :, :, None, None]
     n = len(takes.action)
-    ids = performer_ids(cfg.num_subjects)
+    ids = performer_ids(cfg.num_subjects, cfg.test_every)
     names = [f"S{SETUP:03d}C{ci + 1:03d}P{ids[s]:03d}R{r + 1:03d}A{a + 1:03d}"
              for s, r, a in zip(takes.subject, takes.replication, takes.action) for ci in range(c)]
     return (cam.reshape((n * c,) + cam.shape[2:]).astype(np.float32), np.repeat(takes.length, c),
@@ -281,7 +309,8 @@ def generate(cfg: SyntheticConfig, benchmark: str = "xsub"
 
 def _empty_part_message(benchmark: str, part: str) -> str:
     return (f"the synthetic {benchmark} benchmark has no {part!r} clips with this config "
-            f"(xsub needs num_subjects >= 2, xview needs num_cameras >= 2)")
+            f"(xsub needs num_subjects >= test_every, xview needs num_cameras >= 2, "
+            f"xsub_val needs {VAL_EVERY} training subjects)")
 
 
 def _normalised(cfg: SyntheticConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -292,10 +321,16 @@ def _normalised(cfg: SyntheticConfig) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def _split(data: np.ndarray, num_frame: np.ndarray, labels: np.ndarray, names: list[str],
            benchmark: str) -> dict[str, store.SkeletonArrays]:
-    """The non-empty parts of ``benchmark`` under the NTU split rules (``ntu_format.is_training``)."""
+    """The non-empty parts of ``benchmark`` under the NTU split rules (``ntu_format.is_training``);
+    ``xsub_val`` splits the xsub training part (:func:`validation_mask`)."""
     if benchmark not in BENCHMARKS:
         raise ValueError(f"synthetic data has benchmarks {', '.join(BENCHMARKS)}, not {benchmark!r}")
-    train = np.array([ntu_format.is_training(n, benchmark) for n in names])
+    if benchmark == "xsub_val":
+        keep = np.flatnonzero([ntu_format.is_training(n, "xsub") for n in names])
+        data, num_frame, labels, names = data[keep], num_frame[keep], labels[keep], [names[i] for i in keep]
+        train = ~validation_mask(names)
+    else:
+        train = np.array([ntu_format.is_training(n, benchmark) for n in names])
     parts = {}
     for part, mask in (("train", train), ("val", ~train)):
         idx = np.flatnonzero(mask)
@@ -303,6 +338,14 @@ def _split(data: np.ndarray, num_frame: np.ndarray, labels: np.ndarray, names: l
             parts[part] = store.SkeletonArrays(data[idx], num_frame[idx], labels[idx],
                                                [names[i] for i in idx])
     return parts
+
+
+def validation_mask(names: list[str]) -> np.ndarray:
+    """``(N,)`` bool: the clips of every :data:`VAL_EVERY`-th performer (in ID order) among
+    those in ``names`` -- the held-out subjects of ``xsub_val``."""
+    performers = np.array([ntu_format.parse_name(n).subject for n in names])
+    held_out = np.unique(performers)[VAL_EVERY - 1::VAL_EVERY]
+    return np.isin(performers, held_out)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -316,7 +359,7 @@ def config_hash(cfg: SyntheticConfig) -> str:
     """Short stable hash of ``cfg``, :data:`GENERATOR_VERSION` and the source of the
     generator and the normalisation (the cache key): editing the code that makes the
     data never serves a stale cache."""
-    blob = json.dumps({"generator_version": GENERATOR_VERSION, "code": _code_fingerprint(),
+    blob = json.dumps({"generator_version": GENERATOR_VERSIONS.get(cfg.version), "code": _code_fingerprint(),
                        **dataclasses.asdict(cfg)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -324,7 +367,7 @@ def config_hash(cfg: SyntheticConfig) -> str:
 def _code_fingerprint() -> str:
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for name in ("synthetic.py", "synthetic_motions.py", "preprocess.py"):
+    for name in ("synthetic.py", "synthetic_motions.py", "synthetic_v2.py", "preprocess.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -359,7 +402,7 @@ def synthetic_split(syn_cfg: SyntheticConfig, benchmark: str, part: str,
                 store.save_split(folder / bench, name, arrays)
             sizes[bench] = {name: len(arrays) for name, arrays in parts.items()}
             del parts
-        meta = {"generator_version": GENERATOR_VERSION, "config": dataclasses.asdict(syn_cfg),
+        meta = {"generator_version": GENERATOR_VERSIONS[syn_cfg.version], "config": dataclasses.asdict(syn_cfg),
                 "classes": list(class_names(syn_cfg)), "clips": sizes}
         atomic_write(folder / _DONE_MARKER, lambda p: p.write_text(json.dumps(meta, indent=1)))
     bench_folder = folder / benchmark

@@ -452,17 +452,23 @@ def _torso(shape: BodyShape, ctl: Controls) -> dict[int, np.ndarray]:
     return torso_joints(shape, ctl.lean, ctl.side_lean, ctl.head_pitch)
 
 
+def arms_overhead(ctx: ActionContext, ctl: Controls, draw: Draws, weight: np.ndarray,
+                  reach_share: float = 0.97, spread: tuple[float, float] = (0.05, 0.45)) -> None:
+    """Both wrists a share ``weight`` ``(P, T)`` of the way to overhead (random spread and
+    forward tilt), in place."""
+    torso, reach = _torso(ctx.shape, ctl), _col(ctx.shape.arm_reach)
+    out, fwd = draw(*spread), draw(-0.05, 0.6)
+    for side, sh, name, pole in ((1.0, L_SHOULDER, "wrist_l", "elbow_pole_l"),
+                                 (-1.0, R_SHOULDER, "wrist_r", "elbow_pole_r")):
+        goal = torso[sh] + reach_share * reach * normalize(_vec(side * out, 1.0, fwd))
+        setattr(ctl, name, _reach(getattr(ctl, name), goal, weight))
+        setattr(ctl, pole, _blend(getattr(ctl, pole), _vec(side, 0.0, -0.5), weight))
+
+
 def raise_both_hands(ctx: ActionContext, draw: Draws) -> list[Controls]:
     """Both arms raised overhead (varying spread and forward tilt) and held."""
     ctl = _single(ctx, draw)
-    env = envelope(ctx.u, *_timing(draw))
-    torso, reach = _torso(ctx.shape, ctl), _col(ctx.shape.arm_reach)
-    out, fwd = draw(0.05, 0.45), draw(-0.05, 0.6)
-    for side, sh, name, pole in ((1.0, L_SHOULDER, "wrist_l", "elbow_pole_l"),
-                                 (-1.0, R_SHOULDER, "wrist_r", "elbow_pole_r")):
-        goal = torso[sh] + 0.97 * reach * normalize(_vec(side * out, 1.0, fwd))
-        setattr(ctl, name, _reach(getattr(ctl, name), goal, env))
-        setattr(ctl, pole, _blend(getattr(ctl, pole), _vec(side, 0.0, -0.5), env))
+    arms_overhead(ctx, ctl, draw, envelope(ctx.u, *_timing(draw)))
     return [ctl]
 
 

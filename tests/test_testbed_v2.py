@@ -1,0 +1,33 @@
+"""tools/testbed_v2.py at smoke size: result files per variant and seed, and the gap summary."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import testbed_v2  # noqa: E402
+
+
+def test_summary_of_a_tiny_run(tmp_path):
+    report = testbed_v2.main([
+        "--profile", "smoke", "--seeds", "0", "--parts", "val", "--allow-dirty",
+        "--set", "data.synthetic.num_subjects=8", "--set", "data.synthetic.test_every=2",
+        "--set", "data.synthetic.num_cameras=1", "--set", "pretrain.epochs=1",
+        "--set", "pretrain.lr_milestones=[1]", "--set", "eval.label_fractions=[0.1]",
+        "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")])
+    entry = report["summary"]["val"]
+    assert entry["benchmark"] == "xsub_val" and entry["num_train"] > entry["num_test"] > 0
+    row = entry["seeds"][0]
+    for metric in ("knn_joint", "linear_joint"):
+        best = max(testbed_v2.PRETRAINED, key=lambda v: row[v][metric])
+        assert row[f"gap_{metric}"] == pytest.approx(row[best][metric] - row["random_init"][metric])
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["summary"] == \
+        json.loads(json.dumps(report["summary"]))
+    for variant in testbed_v2.VARIANTS:
+        record = json.loads((tmp_path / "out" / "val" / "smoke" / "main" / variant / "seed0.json").read_text())
+        assert record["config"]["data"]["synthetic"]["version"] == 2
+        assert record["config"]["data"]["benchmark"] == "xsub_val"
+        assert record["command"].startswith("OMP_NUM_THREADS=") and "tools/testbed_v2.py" in record["command"]
+    assert "| 0 |" in (tmp_path / "out" / "summary.md").read_text()
