@@ -65,9 +65,11 @@ SUITES: dict[str, tuple[Variant, ...]] = {
         _v("no_cmd", "without CMD (cmd_weight 0)", pretrain__method="i2md", pretrain__cmd_weight=0.0),
         _v("no_neighbours", "cluster branch without neighbours (k 0)", pretrain__method="i2md",
            pretrain__dna_max_neighbors=0),
-        _v("k32", "DNA k 32 (book default 8)", pretrain__method="i2md", pretrain__dna_max_neighbors=32),
-        _v("thr0.8", "DNA threshold 0.8 (default 0.5)", pretrain__method="i2md",
-           pretrain__dna_threshold=0.8),
+        _v("dna_fixed", "DNA's first design: fixed gates (threshold 0.5, margin 0.1, k 8)",
+           pretrain__method="i2md", pretrain__dna_gate="fixed", pretrain__dna_threshold=0.5,
+           pretrain__dna_margin=0.1, pretrain__dna_max_neighbors=8),
+        _v("z_strict", "z-score gate 3.0 (stricter than the book's)", pretrain__method="i2md",
+           pretrain__dna_zscore=3.0),
         _v("tau_sym", "teacher temperature 0.1 (= student)", pretrain__method="i2md",
            pretrain__cmd_tau_teacher=0.1),
         _v("topk_small", "distillation top-k 32 (default 256)", pretrain__method="i2md",
@@ -75,14 +77,35 @@ SUITES: dict[str, tuple[Variant, ...]] = {
         _v("weights_half", "DNA and IMD weights 0.5 (default 1)", pretrain__method="i2md",
            pretrain__cluster_weight=0.5, pretrain__imd_weight=0.5),
     ),
+    # the hyperparameter search: on the validation benchmark only (xsub training subjects,
+    # every 4th held out); never on the test split. report.search_choice picks the winner.
+    "search": tuple(
+        _v(name, label, data__benchmark="xsub_val", pretrain__method="i2md", **changes)
+        for name, label, changes in (
+            ("z1.5", "z-score gate 1.5", {"pretrain__dna_zscore": 1.5}),
+            ("z2.0", "z-score gate 2.0", {"pretrain__dna_zscore": 2.0}),
+            ("z2.5", "z-score gate 2.5", {"pretrain__dna_zscore": 2.5}),
+            ("z3.0", "z-score gate 3.0", {"pretrain__dna_zscore": 3.0}),
+            ("w0.5", "z 2.0, DNA and IMD weights 0.5", {"pretrain__dna_zscore": 2.0,
+                                                      "pretrain__cluster_weight": 0.5,
+                                                      "pretrain__imd_weight": 0.5}),
+            ("t0.1", "z 2.0, InfoNCE temperature 0.1", {"pretrain__dna_zscore": 2.0,
+                                                       "pretrain__temperature": 0.1}),
+            ("e60", "z 2.0, 60 epochs (milestone 48)", {"pretrain__dna_zscore": 2.0, "pretrain__epochs": 60,
+                                                       "pretrain__lr_milestones": (48,)}),
+        )),
 }
+#: Suites whose seed-0 runs store a t-SNE picture of their test features.
+EMBEDDING_SUITES: tuple[str, ...] = ("main",)
 
 
 def variant_config(variant: Variant, profile: str | None, seed: int,
                    overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
     """The config of one run: profile, the variant's overrides, the seed, extra overrides."""
     cfg = ExperimentConfig.for_profile(profile, dict(variant.overrides))
-    cfg = cfg.replace({"pretrain.seed": seed, "eval.seed": seed, "eval.semi_seeds": (seed,)})
+    draws = len(cfg.eval.semi_seeds)    # label draws of the semi-supervised protocol, as many as the profile's
+    cfg = cfg.replace({"pretrain.seed": seed, "eval.seed": seed,
+                       "eval.semi_seeds": tuple(seed + 1000 * i for i in range(draws))})
     return cfg.replace(dict(overrides or {}))
 
 
@@ -150,7 +173,7 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
     path = result_path(profile, suite, variant.name, seed, out_root)
     if variant.pretrain and seed == CHAPTER_SEED and variant.name in CHAPTER_RUNS.get(suite, ()):
         save_chapter_state(path, cfg, model, folder, record)
-    if seed == seeds_with_embedding(profile):
+    if seed == seeds_with_embedding(profile) and suite in EMBEDDING_SUITES:
         modality = "joint" if "joint" in model.modalities else model.modalities[0]
         embedding = tsne_embedding(model.encoders("query")[modality], modality, cfg)
         atomic_write(embedding_path(path), lambda tmp: tmp.write_text(json.dumps(embedding)))

@@ -146,3 +146,26 @@ def interval_cells(table, digits: int = 1):
     cell = table.apply(lambda r: (f"{r['difference']:+.{digits}f} [{r['low']:+.{digits}f}, {r['high']:+.{digits}f}]"
                                   if r["seeds"] >= 2 else "–"), axis=1)
     return cell.unstack("metric")[list(dict.fromkeys(table.index.get_level_values("metric")))]
+
+
+#: What the hyperparameter search maximises: the mean of these validation metrics.
+SEARCH_METRICS: tuple[str, ...] = ("knn joint", "linear joint")
+
+
+def search_table(records: Sequence[Mapping[str, Any]]):
+    """The search suite's candidates: their validation metrics (mean over seeds), the score
+    (mean of :data:`SEARCH_METRICS`) and the number of seeds, best first."""
+    values = headline_values(records)
+    grouped = values.groupby(level="variant", sort=False)
+    table = grouped[list(SEARCH_METRICS)].mean()
+    table["score"] = table[list(SEARCH_METRICS)].mean(axis=1)
+    table["seeds"] = grouped.size()
+    return table.sort_values("score", ascending=False, kind="stable")
+
+
+def search_choice(records: Sequence[Mapping[str, Any]]) -> str:
+    """The candidate of the search with the best validation score (:func:`search_table`)."""
+    benchmarks = {r["config"]["data"]["benchmark"] for r in records}
+    if benchmarks != {"xsub_val"}:
+        raise ValueError(f"a search is judged on the validation benchmark only, got {sorted(benchmarks)}")
+    return str(search_table(records).index[0])

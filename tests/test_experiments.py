@@ -59,7 +59,9 @@ def test_every_variant_resolves_to_a_valid_config():
         for variant in variants:
             for profile in ("smoke", "book", "full"):
                 cfg = experiments.variant_config(variant, profile, seed=1)
-                assert cfg.pretrain.seed == 1 and cfg.eval.semi_seeds == (1,)
+                draws = len(experiments.ExperimentConfig.for_profile(profile).eval.semi_seeds)
+                # the seed's own label draws, as many as the profile has: 1, 1001, 2001, ...
+                assert cfg.pretrain.seed == 1 and cfg.eval.semi_seeds == tuple(1 + 1000 * i for i in range(draws))
 
 
 def test_cli_runs_a_suite(tmp_path, capsys):
@@ -173,3 +175,38 @@ def test_paired_comparisons_with_t_intervals_by_hand():
                                                       + (10 if r["variant"] == "a" else 0)}]} for r in records])
     assert report.verdict(report.paired(sure, "a", "b", "knn joint"), "a", "b") == "a > b"
     assert report.interval_cells(table).loc["a − b", "knn joint"].startswith("+2.3 [")
+
+
+def test_the_search_never_sees_the_test_split():
+    for variant in experiments.SUITES["search"]:
+        assert experiments.variant_config(variant, "book", 0).data.benchmark == "xsub_val", variant.name
+
+
+def test_search_choice_by_hand():
+    def record(variant, seed, knn, linear, benchmark="xsub_val"):
+        return {"variant": variant, "label": variant, "seed": seed, "config": {"data": {"benchmark": benchmark}},
+                "metrics": [{"protocol": "knn", "modality": "joint", "top1@k=1": knn},
+                            {"protocol": "linear_fast", "modality": "joint", "top1": linear}]}
+    records = [record("a", 0, 50, 60), record("a", 1, 52, 58), record("b", 0, 55, 60), record("b", 1, 40, 60)]
+    table = report.search_table(records)
+    assert list(table.index) == ["a", "b"] and table.loc["a", "score"] == 55.0 and table.loc["b", "seeds"] == 2
+    assert report.search_choice(records) == "a"
+    with pytest.raises(ValueError, match="validation benchmark only"):
+        report.search_choice(records + [record("c", 0, 90, 90, "xsub")])
+
+
+def test_the_book_profile_uses_the_searched_values():
+    """The book's DNA gate, loss weights, temperature and epochs are the search's choice (when the
+    search's result files are there: results/book/search)."""
+    from i2md_lib.config import REPO_ROOT
+
+    folder = REPO_ROOT / "results" / "book" / "search"          # the committed search
+    if not folder.is_dir():
+        pytest.skip("no search results at the book profile")
+    records = [experiments.load_record(p) for p in sorted(folder.glob("*/seed*.json"))]
+    chosen = next(v for v in experiments.SUITES["search"] if v.name == report.search_choice(records))
+    book = experiments.ExperimentConfig.for_profile("book")
+    for key, value in chosen.overrides.items():
+        if key not in ("data.benchmark", "pretrain.method"):
+            section, name = key.split(".")
+            assert getattr(getattr(book, section), name) == (tuple(value) if isinstance(value, list) else value), key
