@@ -157,6 +157,7 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
     start = time.perf_counter()
     model, history = pretrained_model(cfg, folder if variant.pretrain else None)
     final = dict(history[-1]) if history else {}
+    last_epoch = last_epoch_means(history)
     pretrain_seconds = time.perf_counter() - start
     start = time.perf_counter()
     metrics = evaluate_model(model, cfg, protocols)
@@ -167,7 +168,8 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
         **git_commit(), "hardware": hardware(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pretrain_seconds": round(pretrain_seconds, 1), "eval_seconds": round(time.perf_counter() - start, 1),
-        "final_log_row": final, "config": cfg.to_dict(), "config_digest": cfg.digest(),
+        "final_log_row": final, "last_epoch_log": last_epoch,
+        "config": cfg.to_dict(), "config_digest": cfg.digest(),
         "metrics": metrics,
     }
     path = result_path(profile, suite, variant.name, seed, out_root)
@@ -179,6 +181,21 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
         atomic_write(embedding_path(path), lambda tmp: tmp.write_text(json.dumps(embedding)))
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=_jsonable)))
     return record
+
+
+def last_epoch_means(history: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The mean of every logged column over the last epoch's steps (NaN entries left out):
+    end-of-training diagnostics less noisy than the last step alone."""
+    import math
+
+    if not history:
+        return {}
+    last = [row for row in history if row["epoch"] == history[-1]["epoch"]]
+    means = {}
+    for key in last[0]:
+        values = [row[key] for row in last if not math.isnan(row[key])]
+        means[key] = sum(values) / len(values) if values else float("nan")
+    return means
 
 
 #: The runs whose trained state the chapters inspect (not only their metrics): their model

@@ -210,3 +210,14 @@ def test_the_book_profile_uses_the_searched_values():
         if key not in ("data.benchmark", "pretrain.method"):
             section, name = key.split(".")
             assert getattr(getattr(book, section), name) == (tuple(value) if isinstance(value, list) else value), key
+
+
+def test_last_epoch_means_skip_nan_and_earlier_epochs():
+    import math
+
+    rows = [{"epoch": 0, "step": 1, "x": 9.0}, {"epoch": 1, "step": 2, "x": 1.0}, {"epoch": 1, "step": 3, "x": float("nan")},
+            {"epoch": 1, "step": 4, "x": 3.0}]
+    means = experiments.last_epoch_means(rows)
+    assert means["x"] == 2.0 and means["step"] == 3.0
+    assert experiments.last_epoch_means([]) == {}
+    assert math.isnan(experiments.last_epoch_means([{"epoch": 0, "x": float("nan")}])["x"])
