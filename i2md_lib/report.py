@@ -169,3 +169,91 @@ def search_choice(records: Sequence[Mapping[str, Any]]) -> str:
     if benchmarks != {"xsub_val"}:
         raise ValueError(f"a search is judged on the validation benchmark only, got {sorted(benchmarks)}")
     return str(search_table(records).index[0])
+
+
+# -- the noise budget --------------------------------------------------------------------
+def noise_table(budget: Mapping[str, Any]):
+    """Standard deviations (points) of one run by source, from a ``tools/noise_budget.py`` report:
+    (a) pretraining seed, (b) evaluation seed with the weights fixed, (c) test-set sampling."""
+    import math
+
+    import pandas as pd
+
+    rows = []
+    groups = [(m, per) for m, per in budget["analysis"]["methods"].items()]
+    pair = budget["analysis"].get("paired")
+    if pair:
+        groups.append((f"{pair['a']} − {pair['b']} (paired)", pair["metrics"]))
+    for name, metrics in groups:
+        for metric, c in metrics.items():
+            rows.append({"method": name, "metric": metric.replace("_", " ").replace("semi1", "semi 1%"),
+                         "mean": c["mean"], "(a) pretraining seed": math.sqrt(c["pretrain_var"]),
+                         "(b) evaluation seed": math.sqrt(c["eval_var"]), "(c) test set": math.sqrt(c["test_var"]),
+                         "one run (a+b)": c["run_sd"]})
+    return pd.DataFrame(rows).set_index(["method", "metric"])
+
+
+# -- the paper's claims ---------------------------------------------------------------------
+#: Each claim of the CMD / I²MD papers as comparisons of the main suite (a better than b).
+CLAIMS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("self-supervised pretraining beats an untrained encoder",
+     (("moco_joint", "random_init"), ("moco3", "random_init"), ("cmd", "random_init"), ("i2md", "random_init"))),
+    ("three streams beat one (joint) stream", (("moco3", "moco_joint"),)),
+    ("CMD beats independent three-stream MoCo", (("cmd", "moco3"),)),
+    ("CMD beats cross-modal positive mining", (("cmd", "posmining"),)),
+    ("DNA improves CMD", (("cmd_dna", "cmd"),)),
+    ("IMD improves CMD + DNA", (("i2md", "cmd_dna"),)),
+    ("I²MD (CMD + DNA + IMD) beats CMD", (("i2md", "cmd"),)),
+)
+
+
+def claim_verdicts(values, metrics: Sequence[str] = HEADLINE_METRICS, claims=CLAIMS):
+    """For each claim, what the paired 95 % intervals of its comparisons say over ``metrics``:
+    ``supported`` (some interval above 0, none below), ``contradicted`` (some below, none
+    above), ``mixed`` (both) or ``undecided`` (every interval contains 0)."""
+    import pandas as pd
+
+    rows = []
+    for claim, pairs in claims:
+        above, below, total = [], [], 0
+        for a, b in pairs:
+            for metric in metrics:
+                iv = paired(values, a, b, metric)
+                if iv is None:
+                    continue
+                total += 1
+                if iv.low > 0:
+                    above.append(f"{a} − {b}, {metric}")
+                elif iv.high < 0:
+                    below.append(f"{a} − {b}, {metric}")
+        verdict = ("mixed" if above and below else "supported" if above else "contradicted" if below
+                   else "undecided" if total else "–")
+        rows.append({"claim": claim, "verdict": verdict, "intervals above 0": len(above),
+                     "intervals below 0": len(below), "intervals": total})
+    return pd.DataFrame(rows).set_index("claim")
+
+
+# -- DNA at the end of training -----------------------------------------------------------------
+def dna_end_of_training(records: Sequence[Mapping[str, Any]]):
+    """Per variant (mean over seeds and modalities of the last epoch's log): DNA's neighbours
+    per anchor, their coefficient of variation over anchors, their purity, and the purity of
+    a fixed top-k of the same mean size."""
+    import pandas as pd
+
+    columns = {"neighbours": "dna_neighbors_", "count CV": "dna_count_cv_", "purity": "dna_purity_",
+               "purity, fixed top-k of the same size": "dna_purity_topk_"}
+    rows = []
+    for r in records:
+        log = r.get("last_epoch_log") or {}
+        row = {"variant": r["variant"], "seed": r["seed"]}
+        for name, prefix in columns.items():
+            found = [v for k, v in log.items() if k.startswith(prefix) and not k.startswith(prefix + "topk")
+                     and k.removeprefix(prefix) in ("joint", "motion", "bone")]
+            row[name] = sum(found) / len(found) if found else float("nan")
+        if any(pd.notna(row[c]) for c in columns):
+            rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=list(columns))
+    frame = pd.DataFrame(rows)
+    return frame.groupby("variant", sort=False)[list(columns)].mean().assign(
+        seeds=frame.groupby("variant", sort=False).size())

@@ -221,3 +221,31 @@ def test_last_epoch_means_skip_nan_and_earlier_epochs():
     assert means["x"] == 2.0 and means["step"] == 3.0
     assert experiments.last_epoch_means([]) == {}
     assert math.isnan(experiments.last_epoch_means([{"epoch": 0, "x": float("nan")}])["x"])
+
+
+def test_claim_verdicts_and_dna_end_of_training_by_hand():
+    def record(variant, seed, knn, log=None):
+        return {"variant": variant, "label": variant, "seed": seed, "last_epoch_log": log or {},
+                "metrics": [{"protocol": "knn", "modality": "joint", "top1@k=1": knn}]}
+    records = [record("a", s, 60 + s) for s in range(3)] + [record("b", s, 50 + s) for s in range(3)] \
+        + [record("c", s, v) for s, v in enumerate([61, 58, 63])]
+    values = report.headline_values(records)
+    claims = (("a beats b", (("a", "b"),)), ("b beats a", (("b", "a"),)), ("c beats a", (("c", "a"),)))
+    verdicts = report.claim_verdicts(values, ["knn joint"], claims)["verdict"].tolist()
+    assert verdicts == ["supported", "contradicted", "undecided"]
+    log = {"dna_neighbors_joint": 4.0, "dna_neighbors_bone": 6.0, "dna_count_cv_joint": 0.5, "dna_count_cv_bone": 0.3,
+           "dna_purity_joint": 0.6, "dna_purity_bone": 0.4, "dna_purity_topk_joint": 0.5, "dna_purity_topk_bone": 0.3}
+    table = report.dna_end_of_training([record("d", 0, 1, log), record("a", 0, 1)])
+    assert list(table.index) == ["d"]
+    assert table.loc["d", "neighbours"] == 5.0 and table.loc["d", "count CV"] == pytest.approx(0.4)
+    assert table.loc["d", "purity"] == pytest.approx(0.5)
+    assert table.loc["d", "purity, fixed top-k of the same size"] == pytest.approx(0.4)
+
+
+def test_noise_table_reads_the_committed_budget():
+    from i2md_lib.config import REPO_ROOT
+
+    budget = json.loads((REPO_ROOT / "results" / "book" / "noise" / "noise_budget.json").read_text())
+    table = report.noise_table(budget)
+    assert table.loc[("random_init", "knn joint"), "(b) evaluation seed"] == 0.0
+    assert ("cmd − moco3 (paired)", "knn joint") in table.index
