@@ -30,3 +30,14 @@ def test_bench_step_models_use_the_named_recurrence():
         assert {e.recurrence for e in [*model.encoder_q.values(), *model.encoder_k.values()]} == {impl}
     per_frame = bench_step.build("tiny", "per-frame", cpu)
     assert all(isinstance(e, bench_step.PerFrameBIGRU) for e in per_frame.encoder_q.values())
+
+
+def test_bench_book_steps_runs_both_recurrences_on_the_same_function(tmp_path):
+    from benchmarks import bench_book_steps
+
+    report = bench_book_steps.main(["--steps", "2", "--warmup", "1", "--methods", "cmd", "--profile", "smoke",
+                         "--out", str(tmp_path / "book_steps")])
+    (result,) = report["results"]
+    assert result["auto_resolves_to"] == "loop" and result["speed_up"] > 0
+    assert result["max_rel_loss_diff"] < 1e-4            # the same function, up to rounding
+    assert "speed-up" in (tmp_path / "book_steps.md").read_text()
