@@ -333,7 +333,8 @@ def add_experiments_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--suite", required=True, choices=sorted(SUITES))
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="scale profile (default: $I2MD_PROFILE, else book)")
-    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=None,
+                        help="default: the suite's own (experiments.SUITE_SEEDS; 0 at smoke)")
     parser.add_argument("--variants", nargs="+", default=None, help="default: the whole suite")
     parser.add_argument("--jobs", type=positive_int, default=1, help="runs side by side (one thread each)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/)")
@@ -349,7 +350,8 @@ def run_experiments(args: argparse.Namespace) -> int:
     from . import experiments, report
 
     kwargs = {k: v for k, v in (("out_root", args.out), ("runs_root", args.runs)) if v is not None}
-    records = experiments.run_suite(args.suite, args.profile, args.seeds, args.variants, jobs=args.jobs,
+    seeds = args.seeds if args.seeds is not None else experiments.default_seeds(args.suite, args.profile)
+    records = experiments.run_suite(args.suite, args.profile, seeds, args.variants, jobs=args.jobs,
                                     rerun=args.rerun, overrides=dict(map(parse_set, args.overrides)), **kwargs)
     print(report.summary_table(records).to_string())
     return 0
