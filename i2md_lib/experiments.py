@@ -68,8 +68,8 @@ SUITES: dict[str, tuple[Variant, ...]] = {
         _v("dna_fixed", "DNA's first design: fixed gates (threshold 0.5, margin 0.1, k 8)",
            pretrain__method="i2md", pretrain__dna_gate="fixed", pretrain__dna_threshold=0.5,
            pretrain__dna_margin=0.1, pretrain__dna_max_neighbors=8),
-        _v("z_strict", "z-score gate 3.0 (stricter than the book's)", pretrain__method="i2md",
-           pretrain__dna_zscore=3.0),
+        _v("z1.5", "z-score gate 1.5 (more neighbours than the book's 2.0)", pretrain__method="i2md",
+           pretrain__dna_zscore=1.5),
         _v("tau_sym", "teacher temperature 0.1 (= student)", pretrain__method="i2md",
            pretrain__cmd_tau_teacher=0.1),
         _v("topk_small", "distillation top-k 32 (default 256)", pretrain__method="i2md",
@@ -348,7 +348,7 @@ def load_record(path: str | Path) -> dict[str, Any]:
 #: Seeds of each suite beyond the ``smoke`` profile (which runs seed 0 only): sized from the
 #: noise budget (``results/book/noise``) so that the main suite's paired intervals are as
 #: narrow as the compute allows; the ablations and the search use fewer.
-SUITE_SEEDS: dict[str, tuple[int, ...]] = {"main": tuple(range(10)), "ablation": (0, 1, 2), "search": (0, 1)}
+SUITE_SEEDS: dict[str, tuple[int, ...]] = {"main": tuple(range(20)), "ablation": (0, 1, 2), "search": (0, 1)}
 
 
 def default_seeds(suite: str, profile: str | None = None) -> tuple[int, ...]:
