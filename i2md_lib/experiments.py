@@ -285,8 +285,8 @@ def run_suite(suite: str, profile: str | None = None, seeds: Iterable[int] = (0,
     """
     profile = active_profile(profile)
     todo, chosen = [], _variants(suite, variants)
-    for variant in chosen:
-        for seed in seeds:
+    for seed in seeds:             # seed by seed: an interrupted suite leaves whole seeds behind
+        for variant in chosen:
             path = result_path(profile, suite, variant.name, seed, out_root)
             if rerun or not _is_current(path, variant_config(variant, profile, seed, overrides)):
                 todo.append((suite, variant, seed, profile, out_root, runs_root, tuple(protocols),
