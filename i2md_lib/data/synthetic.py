@@ -310,7 +310,7 @@ def generate(cfg: SyntheticConfig, benchmark: str = "xsub"
 def _empty_part_message(benchmark: str, part: str) -> str:
     return (f"the synthetic {benchmark} benchmark has no {part!r} clips with this config "
             f"(xsub needs num_subjects >= test_every, xview needs num_cameras >= 2, "
-            f"xsub_val needs {VAL_EVERY} training subjects)")
+            f"xsub_val needs 2 training subjects)")
 
 
 def _normalised(cfg: SyntheticConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -342,10 +342,12 @@ def _split(data: np.ndarray, num_frame: np.ndarray, labels: np.ndarray, names: l
 
 def validation_mask(names: list[str]) -> np.ndarray:
     """``(N,)`` bool: the clips of every :data:`VAL_EVERY`-th performer (in ID order) among
-    those in ``names`` -- the held-out subjects of ``xsub_val``."""
+    those in ``names`` -- the held-out subjects of ``xsub_val``. With fewer than
+    :data:`VAL_EVERY` performers (the tiny ``smoke`` data) every second one is held out."""
     performers = np.array([ntu_format.parse_name(n).subject for n in names])
-    held_out = np.unique(performers)[VAL_EVERY - 1::VAL_EVERY]
-    return np.isin(performers, held_out)
+    subjects = np.unique(performers)
+    every = VAL_EVERY if len(subjects) >= VAL_EVERY else 2
+    return np.isin(performers, subjects[every - 1::every])
 
 
 # ----------------------------------------------------------------------------- cache
