@@ -10,7 +10,7 @@ Commands::
     config       [--profile ...] [--method ...] [--config FILE] [--set KEY=VALUE ...]
     prepare-ntu  RAW_DIR OUT_DIR [--version ntu60|ntu120] [--benchmarks ...]
     prepare-pku  ROOT OUT_DIR [--version pku1|pku2] [--benchmarks ...]
-    experiments  --suite main|ablation [--profile ...] [--seeds 0 1 2] [--variants ...] [--jobs N]
+    experiments  --suite main|ablation [--profile ...] [--seeds 0 1 2 | --target] [--variants ...] [--jobs N]
 
 Errors (a bad config value or flag, a missing or malformed file) print one line
 ``error: <message>`` on stderr, naming the file or config key, and exit with code 2;
@@ -334,7 +334,9 @@ def add_experiments_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="scale profile (default: $I2MD_PROFILE, else book)")
     parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=None,
-                        help="default: the suite's own (experiments.SUITE_SEEDS; 0 at smoke)")
+                        help="default: the seeds the book shows (experiments.SUITE_SEEDS; 0 at smoke)")
+    parser.add_argument("--target", action="store_true",
+                        help="run the seeds the noise budget asks for (experiments.TARGET_SEEDS)")
     parser.add_argument("--variants", nargs="+", default=None, help="default: the whole suite")
     parser.add_argument("--jobs", type=positive_int, default=1, help="runs side by side (one thread each)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/)")
@@ -350,7 +352,10 @@ def run_experiments(args: argparse.Namespace) -> int:
     from . import experiments, report
 
     kwargs = {k: v for k, v in (("out_root", args.out), ("runs_root", args.runs)) if v is not None}
-    seeds = args.seeds if args.seeds is not None else experiments.default_seeds(args.suite, args.profile)
+    if args.seeds is not None and args.target:
+        raise ValueError("--seeds and --target choose the seeds twice; give one of them")
+    seeds = args.seeds if args.seeds is not None else experiments.default_seeds(args.suite, args.profile,
+                                                                                 target=args.target)
     records = experiments.run_suite(args.suite, args.profile, seeds, args.variants, jobs=args.jobs,
                                     rerun=args.rerun, overrides=dict(map(parse_set, args.overrides)), **kwargs)
     print(report.summary_table(records).to_string())
