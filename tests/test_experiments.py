@@ -212,6 +212,32 @@ def test_the_book_profile_uses_the_searched_values():
             assert getattr(getattr(book, section), name) == (tuple(value) if isinstance(value, list) else value), key
 
 
+def test_the_book_loads_every_run_it_shows():
+    """Every (suite, variant, seed) the book shows at the book profile has a committed result file
+    made with today's config, and every run a chapter inspects has its model file and log: a clean
+    clone's ``make book`` loads them and trains nothing."""
+    from i2md_lib.config import REPO_ROOT
+
+    root = REPO_ROOT / "results"
+    stale = []
+    for suite in experiments.SUITES:
+        for variant in experiments.SUITES[suite]:
+            for seed in experiments.default_seeds(suite, "book"):
+                path = experiments.result_path("book", suite, variant.name, seed, root)
+                if not experiments._is_current(path, experiments.variant_config(variant, "book", seed)):
+                    stale.append(f"{suite}/{variant.name}/seed{seed}")
+    assert not stale, f"missing or stale result files at the book profile: {stale}"
+    for suite, names in experiments.CHAPTER_RUNS.items():
+        for name in names:
+            variant = next(v for v in experiments.SUITES[suite] if v.name == name)
+            cfg = experiments.variant_config(variant, "book", experiments.CHAPTER_SEED)
+            path = experiments.result_path("book", suite, name, experiments.CHAPTER_SEED, root)
+            assert experiments._matches(experiments.model_file_path(path), cfg), f"{path}: no current model file"
+            assert experiments.log_file_path(path).is_file(), f"{path}: no training log"
+    assert set(experiments.SUITE_SEEDS["main"]) <= set(experiments.TARGET_SEEDS["main"])
+    assert len(experiments.SUITE_SEEDS["main"]) >= 5 and len(experiments.SUITE_SEEDS["ablation"]) >= 3
+
+
 def test_last_epoch_means_skip_nan_and_earlier_epochs():
     import math
 
