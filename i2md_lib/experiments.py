@@ -324,12 +324,18 @@ def _variants(suite: str, names: Sequence[str] | None) -> list[Variant]:
 def _is_current(path: Path, cfg: ExperimentConfig) -> bool:
     """Whether ``path`` holds a result of ``cfg`` (fields added to the library since
     the file was written count as their defaults; runtime-only keys are ignored)."""
-    from .checkpoint import RUNTIME_KEYS, config_differences
-
     try:
         saved = load_record(path)["config"]
     except (FileNotFoundError, ValueError, KeyError):
         return False
+    return _same_config(saved, cfg)
+
+
+def _same_config(saved: dict[str, Any], cfg: ExperimentConfig) -> bool:
+    """Whether a saved config equals ``cfg`` (fields added since count as their defaults;
+    runtime-only keys are ignored)."""
+    from .checkpoint import RUNTIME_KEYS, config_differences
+
     return not set(config_differences(saved, cfg.to_dict())) - RUNTIME_KEYS
 
 
@@ -353,7 +359,7 @@ SUITE_SEEDS: dict[str, tuple[int, ...]] = {"main": tuple(range(16)), "ablation":
 #: Seeds the noise budget (``results/book/noise``) asks for: 15-17 seeds give the main suite's
 #: paired intervals a half-width of about 2 points. ``make results`` runs these; a seed joins
 #: :data:`SUITE_SEEDS` once all its runs are committed.
-TARGET_SEEDS: dict[str, tuple[int, ...]] = {"main": tuple(range(20)), "ablation": (0, 1, 2), "search": (0, 1)}
+TARGET_SEEDS: dict[str, tuple[int, ...]] = {**SUITE_SEEDS, "main": tuple(range(20))}
 
 
 def default_seeds(suite: str, profile: str | None = None, target: bool = False) -> tuple[int, ...]:
@@ -416,10 +422,8 @@ def run_log(suite: str, variant: str, seed: int = 0, profile: str | None = None,
 
 def _matches(model_file: Path, cfg: ExperimentConfig) -> bool:
     """Whether ``model_file`` exists and was trained with ``cfg`` (runtime keys aside)."""
-    from .checkpoint import RUNTIME_KEYS, config_differences
     from .models.pretrained import load_model_file
 
     if not model_file.is_file():
         return False
-    saved = load_model_file(model_file)["config"]
-    return not set(config_differences(saved, cfg.to_dict())) - RUNTIME_KEYS
+    return _same_config(load_model_file(model_file)["config"], cfg)
