@@ -270,6 +270,8 @@ class SyntheticConfig:
     two_person: bool = True         # include the two-person classes
     version: int = 1                # 1: 13 classes that differ in pose; 2: 40 classes in families (data/README.md)
     test_every: int = 2             # xsub: every test_every-th subject is a test subject (2: alternate)
+    residual_rotation: float = 0.0  # rad: after pre_normalize each clip turns by up to this about a random axis
+    axis_stretch: float = 0.0       # ... and each of its axes is scaled by U(1 - s, 1 + s) (data/README.md)
 
     def __post_init__(self) -> None:
         f = _Fields(self, "data.synthetic")
@@ -284,6 +286,8 @@ class SyntheticConfig:
         f.boolean("two_person")
         f.integer("version", 1, 2)
         f.integer("test_every", 2)
+        f.number("residual_rotation", 0, math.pi)
+        f.number("axis_stretch", 0, 1, hi_open=True)
         f.rule(self.min_frames <= self.max_frames, f"data.synthetic.min_frames ({self.min_frames}) must be "
                                                    f"<= data.synthetic.max_frames ({self.max_frames})")
 

@@ -271,3 +271,45 @@ def test_clips_longer_than_stored_frames_are_cut(raw_smoke):
     longer = SyntheticConfig(num_subjects=2, num_cameras=1, min_frames=10, max_frames=20, stored_frames=64)
     raw, num_frame, _, _ = syn.generate_raw(longer)
     assert raw.shape[2] == 64 and num_frame.max() <= 20 and not raw[:, :, 20:].any()
+
+
+# -- residual distortions (the testbed's view and build nuisance) -----------------------------
+def test_residual_distortions_are_rotations_after_stretches():
+    names = [f"S001C00{c}P00{p}R001A00{a}" for c in (1, 2) for p in (1, 3) for a in (1, 5)]
+    rotations = syn.residual_distortions(dataclasses.replace(SMOKE, residual_rotation=0.4), names)
+    for m in rotations:  # stretch 0: proper rotations by at most 0.4 rad
+        np.testing.assert_allclose(m @ m.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(m) == pytest.approx(1.0)
+        assert np.arccos(np.clip((np.trace(m) - 1) / 2, -1, 1)) <= 0.4 + 1e-9
+    assert len({m.round(9).tobytes() for m in rotations}) == len(names)      # every clip its own
+    stretches = syn.residual_distortions(dataclasses.replace(SMOKE, axis_stretch=0.25), names)
+    for m in stretches:  # rotation 0: a diagonal stretch within [0.75, 1.25]
+        np.testing.assert_allclose(m, np.diag(np.diag(m)), atol=1e-12)
+        assert ((0.75 <= np.diag(m)) & (np.diag(m) <= 1.25)).all()
+    both = dataclasses.replace(SMOKE, residual_rotation=0.4, axis_stretch=0.25)
+    once, again = syn.residual_distortions(both, names), syn.residual_distortions(both, names[::-1])
+    np.testing.assert_array_equal(once, again[::-1])                         # a clip's map: its name
+    bigger = dataclasses.replace(both, num_subjects=both.num_subjects + 4)
+    np.testing.assert_array_equal(syn.residual_distortions(bigger, names), once)
+
+
+def test_distorted_data_is_the_normalised_data_mapped_clip_by_clip():
+    cfg = dataclasses.replace(SMOKE, residual_rotation=0.5, axis_stretch=0.25)
+    plain, _ = syn.generate(SMOKE, "xsub")
+    bent, _ = syn.generate(cfg, "xsub")
+    assert bent.names == plain.names
+    maps = syn.residual_distortions(cfg, plain.names)
+    np.testing.assert_allclose(bent.data, np.einsum("nij,njtvm->nitvm", maps, plain.data), atol=1e-5)
+    absent = np.asarray(plain.data) == 0                                     # padding, second bodies
+    assert absent.any() and (np.asarray(bent.data)[absent.all(1, keepdims=True).repeat(3, 1)] == 0).all()
+    assert np.abs(np.asarray(bent.data) - np.asarray(plain.data)).mean() > 0.01
+    with pytest.raises(ValueError, match="one .3, 3. map per clip"):
+        syn.distort(np.asarray(plain.data), maps[:1])
+
+
+@pytest.mark.parametrize("field, value", [("residual_rotation", -0.1), ("residual_rotation", 4.0),
+                                          ("axis_stretch", 1.0), ("axis_stretch", -0.2)])
+def test_distortion_settings_out_of_range_are_refused(field, value):
+    from i2md_lib.config import ConfigError
+    with pytest.raises(ConfigError, match=f"data.synthetic.{field}"):
+        SyntheticConfig(**{field: value})

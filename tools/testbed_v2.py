@@ -1,186 +1,22 @@
-"""Does pretraining matter on synthetic v2? Random init vs moco3 vs cmd at book size, per seed.
-
-Runs the main suite's ``random_init``, ``moco3`` and ``cmd`` variants with the version-2
-data at book size (:data:`V2_BOOK`, on top of the ``book`` profile) through
-``experiments.run_suite`` -- one result file per variant and seed, with command, config,
-commit, hardware and timings -- on
-
-* ``xsub_val`` (design decisions: the xsub training subjects only, every 4th held out), and
-* ``xsub`` (the final check on the test split, run once after the design was fixed),
-
-then writes ``summary.json`` and ``summary.md``: per seed, the gap between the best
-pretrained method and random init on kNN joint (top-1 at k=1) and linear joint, the
-pretraining and evaluation seconds, the split sizes, and linear probes on the per-clip
-mean pose and on one random frame of the validation split.
+"""The version-2 testbed (``tools/testbed.py --design v2``) under the command its results record.
 
     OMP_NUM_THREADS=1 python tools/testbed_v2.py --seeds 0 1 --jobs 2 --parts val test
-
-It refuses to run on uncommitted changes under ``i2md_lib/`` or ``tools/`` (``--allow-dirty``
-for tests).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from i2md_lib import experiments  # noqa: E402
-from i2md_lib.config import runs_root  # noqa: E402
-from noise_budget import dirty_paths  # noqa: E402
-
-#: Version-2 data at book size: 39 subjects (26 train / 13 test, xsub_val: 20 / 6), one
-#: take per subject, camera and class; 15 pretraining epochs (the clips are 4x v1's).
-V2_BOOK: dict[str, Any] = {
-    "data.synthetic.version": 2,
-    "data.synthetic.num_subjects": 39,
-    "data.synthetic.test_every": 3,
-    "data.synthetic.repetitions": 1,
-    "pretrain.epochs": 15,
-    "pretrain.lr_milestones": (12,),
-}
-PARTS = {"val": "xsub_val", "test": "xsub"}
-VARIANTS = ("random_init", "moco3", "cmd")
-PRETRAINED = ("moco3", "cmd")
-
-
-def headline(record: dict[str, Any]) -> dict[str, float]:
-    """kNN joint (top-1, k=1) and linear joint top-1 of one result record."""
-    rows = {(m["protocol"], m["modality"]): m for m in record["metrics"] if "fraction" not in m}
-    linear = rows.get(("linear_fast", "joint")) or rows[("linear", "joint")]
-    return {"knn_joint": rows[("knn", "joint")]["top1@k=1"], "linear_joint": linear["top1"]}
-
-
-def pose_probes(overrides: dict[str, Any], benchmark: str, seed: int = 0) -> dict[str, float]:
-    """Logistic-regression accuracy (%) on the per-clip mean pose and on one random frame."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from i2md_lib.config import ExperimentConfig
-    from i2md_lib.data.datasets import load_arrays
-
-    cfg = ExperimentConfig.for_profile("book", {**overrides, "data.benchmark": benchmark})
-    train, test = load_arrays(cfg.data, "train"), load_arrays(cfg.data, "val")
-    rng = np.random.default_rng(seed)
-
-    def features(split, kind: str) -> np.ndarray:
-        data, frames = np.asarray(split.data), split.num_frame
-        if kind == "mean pose":
-            return np.stack([data[i, :, :frames[i]].mean(axis=1).ravel() for i in range(len(data))])
-        return np.stack([data[i, :, rng.integers(0, frames[i])].ravel() for i in range(len(data))])
-
-    out = {}
-    for kind in ("mean pose", "one frame"):
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
-        model.fit(features(train, kind), train.labels)
-        out[kind] = float(100.0 * model.score(features(test, kind), test.labels))
-    return out
-
-
-def summarise(records: dict[str, list[dict[str, Any]]], seeds: Sequence[int]) -> dict[str, Any]:
-    """Per part and seed: every variant's numbers, the best pretrained one and its gap."""
-    out: dict[str, Any] = {}
-    for part, recs in records.items():
-        by = {(r["variant"], r["seed"]): r for r in recs}
-        rows = []
-        for seed in seeds:
-            values = {v: headline(by[v, seed]) for v in VARIANTS}
-            row: dict[str, Any] = {"seed": seed, **{v: values[v] for v in VARIANTS}}
-            for metric in ("knn_joint", "linear_joint"):
-                best = max(PRETRAINED, key=lambda v: values[v][metric])
-                row[f"gap_{metric}"] = values[best][metric] - values["random_init"][metric]
-                row[f"best_{metric}"] = best
-            row["pretrain_seconds"] = {v: by[v, seed]["pretrain_seconds"] for v in PRETRAINED}
-            row["eval_seconds"] = {v: by[v, seed]["eval_seconds"] for v in VARIANTS}
-            rows.append(row)
-        first = by[VARIANTS[0], seeds[0]]
-        knn = [m for m in first["metrics"] if m["protocol"] == "knn"][0]
-        out[part] = {"benchmark": PARTS[part], "num_train": knn["num_gallery"], "num_test": knn["num_query"],
-                     "seeds": rows}
-    return out
-
-
-def markdown(report: dict[str, Any]) -> str:
-    lines = ["# Synthetic v2 at book size: does pretraining matter?", "",
-             f"Command: `{report['command']}`  ", f"Commit: `{report['commit']}`; overrides on the book profile: "
-             f"`{json.dumps(report['overrides'])}`.", "",
-             "Top-1 accuracy (%) of the joint stream; gap = best of moco3/cmd minus random init "
-             "(the target was >= 20 points on both).", ""]
-    for part, entry in report["summary"].items():
-        lines += [f"## {part} ({entry['benchmark']}: {entry['num_train']} training clips, "
-                  f"{entry['num_test']} evaluation clips)", "",
-                  "| seed | random kNN | moco3 kNN | cmd kNN | gap kNN | random linear | moco3 linear | "
-                  "cmd linear | gap linear | cmd pretrain s | eval s (cmd) |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in entry["seeds"]:
-            lines.append(
-                f"| {r['seed']} | {r['random_init']['knn_joint']:.1f} | {r['moco3']['knn_joint']:.1f} | "
-                f"{r['cmd']['knn_joint']:.1f} | {r['gap_knn_joint']:+.1f} | {r['random_init']['linear_joint']:.1f} | "
-                f"{r['moco3']['linear_joint']:.1f} | {r['cmd']['linear_joint']:.1f} | {r['gap_linear_joint']:+.1f} | "
-                f"{r['pretrain_seconds']['cmd']:.0f} | {r['eval_seconds']['cmd']:.0f} |")
-        lines.append("")
-    if report.get("probes"):
-        lines += ["## Probes on the validation split (logistic regression)", "",
-                  "| input | top-1 % |", "|---|---:|"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in report["probes"].items()]
-        lines.append("")
-    lines += [f"Pretraining ran {report['jobs']} job(s) side by side, one torch thread each; seconds "
-              "are each run's own wall time.", ""]
-    return "\n".join(lines)
+from testbed import PRETRAINED, VARIANTS, V2_BOOK  # noqa: E402,F401  (the names tests use)
+from testbed import main as _main  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=["val", "test"])
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--profile", default="book", help="profile under the v2 overrides (tests: smoke)")
-    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
-                        help="more overrides (tests: smaller sizes)")
-    parser.add_argument("--out", default=str(ROOT / "results" / "book" / "testbed_v2"))
-    parser.add_argument("--runs", default=str(runs_root() / "testbed_v2"))
-    parser.add_argument("--allow-dirty", action="store_true")
-    args = parser.parse_args(argv)
-    import torch
-
-    from i2md_lib.cli import parse_set
-
-    torch.set_num_threads(1)
-    dirty = dirty_paths()
-    if dirty and not args.allow_dirty:
-        raise SystemExit(f"uncommitted changes in {dirty}: commit first (results must name their code)")
-    code = experiments.git_commit()
-    overrides = {**V2_BOOK, **dict(map(parse_set, args.extra))}
-    command = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} " + shlex.join(
-        ["python", "tools/testbed_v2.py", *(sys.argv[1:] if argv is None else argv)])
-    out, started = Path(args.out), time.perf_counter()
-    records = {}
-    for part in args.parts:
-        records[part] = experiments.run_suite(
-            "main", args.profile, args.seeds, VARIANTS, out_root=out / part, runs_root=Path(args.runs) / part,
-            jobs=args.jobs, overrides={**overrides, "data.benchmark": PARTS[part]}, command=command)
-    probes = pose_probes(overrides, PARTS["val"]) if "val" in args.parts and args.profile == "book" else {}
-    report = {"tool": "tools/testbed_v2.py", "command": command, **code, "dirty_paths": dirty,
-              "hardware": experiments.hardware(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "profile": args.profile, "overrides": {k: list(v) if isinstance(v, tuple) else v
-                                                     for k, v in overrides.items()},
-              "jobs": args.jobs, "seeds": list(args.seeds), "total_seconds": round(time.perf_counter() - started, 1),
-              "summary": summarise(records, args.seeds), "probes": probes}
-    (out / "summary.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "summary.md").write_text(markdown(report))
-    print(markdown(report))
-    return report
+    """``tools/testbed.py`` with the v2 design, recorded as ``tools/testbed_v2.py``."""
+    return _main(argv, design="v2", tool="tools/testbed_v2.py")
 
 
 if __name__ == "__main__":

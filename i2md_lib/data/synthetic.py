@@ -314,9 +314,55 @@ def _empty_part_message(benchmark: str, part: str) -> str:
 
 
 def _normalised(cfg: SyntheticConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """:func:`generate_raw` followed by the NTU normalisation (``preprocess.pre_normalize``)."""
+    """:func:`generate_raw` followed by the NTU normalisation (``preprocess.pre_normalize``),
+    then the residual distortions of :func:`residual_distortions` (when the config asks)."""
     raw, num_frame, labels, names = generate_raw(cfg)
-    return preprocess.pre_normalize(raw), num_frame, labels, names
+    data = preprocess.pre_normalize(raw)
+    if cfg.residual_rotation > 0 or cfg.axis_stretch > 0:
+        data = distort(data, residual_distortions(cfg, names))
+    return data, num_frame, labels, names
+
+
+def residual_distortions(cfg: SyntheticConfig, names: list[str]) -> np.ndarray:
+    """``(N, 3, 3)`` float64: one linear map per clip, what the normalisation leaves of the view
+    and the build of the body.
+
+    ``pre_normalize`` turns every clip so that its frame-0 spine and shoulders lie on fixed
+    axes; on real data those joints are noisy and the bodies differ in build, so clips keep
+    a view and a shape of their own. Here the map of a clip is a rotation by
+    ``U(-residual_rotation, residual_rotation)`` about a uniformly random axis, after a
+    stretch of each axis by ``U(1 - axis_stretch, 1 + axis_stretch)``. Each clip's draw
+    depends only on ``cfg.seed`` and its name, so a clip keeps its map whatever else the
+    config generates. These maps lie in the family the pretraining augmentations sample
+    (shear: a random linear map), which is why pretraining can learn to ignore them.
+    """
+    maps = np.empty((len(names), 3, 3))
+    for i, name in enumerate(names):
+        n = ntu_format.parse_name(name)
+        rng = np.random.default_rng([cfg.seed, 8, n.setup, n.camera, n.subject, n.replication, n.action])
+        axis = rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        angle = rng.uniform(-cfg.residual_rotation, cfg.residual_rotation)
+        stretch = rng.uniform(1.0 - cfg.axis_stretch, 1.0 + cfg.axis_stretch, 3)
+        maps[i] = _axis_angle_matrix(axis, angle) @ np.diag(stretch)
+    return maps
+
+
+def _axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
+    """``(3, 3)`` rotation by ``angle`` rad about the unit vector ``axis`` (Rodrigues)."""
+    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * k @ k
+
+
+def distort(data: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """``data (N, 3, T, V, M)`` with clip ``n``'s coordinates mapped by ``maps[n]`` ``(3, 3)``;
+    float32. Absent bodies and padding stay zero (the maps are linear)."""
+    if maps.shape != (len(data), 3, 3):
+        raise ValueError(f"need one (3, 3) map per clip, got {maps.shape} for {len(data)} clips")
+    out = np.empty(data.shape, dtype=np.float32)
+    for n in range(len(data)):  # clip by clip: the whole-array einsum would double the memory peak
+        out[n] = np.einsum("ij,jtvm->itvm", maps[n], data[n])
+    return out
 
 
 def _split(data: np.ndarray, num_frame: np.ndarray, labels: np.ndarray, names: list[str],

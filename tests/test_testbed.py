@@ -1,4 +1,5 @@
-"""tools/testbed_v2.py at smoke size: result files per variant and seed, and the gap summary."""
+"""tools/testbed.py (and its v2 entry point tools/testbed_v2.py) at smoke size: result files per
+variant and seed, and the gap summary."""
 import json
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
+import testbed  # noqa: E402
 import testbed_v2  # noqa: E402
 
 
@@ -31,3 +33,16 @@ def test_summary_of_a_tiny_run(tmp_path):
         assert record["config"]["data"]["benchmark"] == "xsub_val"
         assert record["command"].startswith("OMP_NUM_THREADS=") and "tools/testbed_v2.py" in record["command"]
     assert "| 0 |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_design_v3_runs_with_its_distortions(tmp_path):
+    report = testbed.main([
+        "--design", "v3", "--profile", "smoke", "--seeds", "0", "--parts", "val", "--allow-dirty",
+        "--set", "data.synthetic.num_subjects=8", "--set", "pretrain.epochs=1",
+        "--set", "pretrain.lr_milestones=[1]", "--set", "eval.label_fractions=[0.1]", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")])
+    assert report["design"] == "v3" and report["tool"] == "tools/testbed.py"
+    record = json.loads((tmp_path / "out" / "val" / "smoke" / "main" / "moco3" / "seed0.json").read_text())
+    synthetic = record["config"]["data"]["synthetic"]
+    assert synthetic["version"] == 1 and synthetic["residual_rotation"] == 0.5 and synthetic["axis_stretch"] == 0.25
+    assert "tools/testbed.py --design v3" in record["command"]
+    assert (tmp_path / "out" / "summary.md").read_text().startswith("# Testbed v3")
