@@ -284,13 +284,11 @@ def run_suite(suite: str, profile: str | None = None, seeds: Iterable[int] = (0,
     Returns all records of the suite (loaded or new).
     """
     profile = active_profile(profile)
-    todo, chosen = [], _variants(suite, variants)
-    for seed in seeds:             # seed by seed: an interrupted suite leaves whole seeds behind
-        for variant in chosen:
-            path = result_path(profile, suite, variant.name, seed, out_root)
-            if rerun or not _is_current(path, variant_config(variant, profile, seed, overrides)):
-                todo.append((suite, variant, seed, profile, out_root, runs_root, tuple(protocols),
-                             dict(overrides or {}), 1 if jobs > 1 else None, command))
+    seeds, chosen = list(seeds), _variants(suite, variants)
+    runs = [(v, s) for s in seeds for v in chosen] if rerun else \
+        stale_runs(suite, profile, seeds, variants, out_root, overrides)
+    todo = [(suite, variant, seed, profile, out_root, runs_root, tuple(protocols), dict(overrides or {}),
+             1 if jobs > 1 else None, command) for variant, seed in runs]
     if todo:
         print(f"{suite} ({profile}): {len(todo)} run(s) to do: "
               + ", ".join(f"{job[1].name}/seed{job[2]}" for job in todo), file=sys.stderr)
@@ -303,6 +301,19 @@ def run_suite(suite: str, profile: str | None = None, seeds: Iterable[int] = (0,
         for job in todo:
             _run_packed(job)
     return [load_record(result_path(profile, suite, v.name, s, out_root)) for v in chosen for s in seeds]
+
+
+def stale_runs(suite: str, profile: str | None = None, seeds: Iterable[int] = (0, 1, 2),
+               variants: Sequence[str] | None = None, out_root: Path | None = None,
+               overrides: Mapping[str, Any] | None = None) -> list[tuple[Variant, int]]:
+    """The ``(variant, seed)`` pairs of ``suite`` with no current result file under ``out_root``
+    (missing, or made with another config), seed by seed so that an interrupted suite leaves
+    whole seeds behind."""
+    profile = active_profile(profile)
+    chosen = _variants(suite, variants)
+    return [(variant, seed) for seed in seeds for variant in chosen
+            if not _is_current(result_path(profile, suite, variant.name, seed, out_root),
+                               variant_config(variant, profile, seed, overrides))]
 
 
 def _run_packed(args: tuple) -> dict[str, Any]:

@@ -219,13 +219,9 @@ def test_the_book_loads_every_run_it_shows():
     from i2md_lib.config import REPO_ROOT
 
     root = REPO_ROOT / "results"
-    stale = []
-    for suite in experiments.SUITES:
-        for variant in experiments.SUITES[suite]:
-            for seed in experiments.default_seeds(suite, "book"):
-                path = experiments.result_path("book", suite, variant.name, seed, root)
-                if not experiments._is_current(path, experiments.variant_config(variant, "book", seed)):
-                    stale.append(f"{suite}/{variant.name}/seed{seed}")
+    stale = [f"{suite}/{variant.name}/seed{seed}" for suite in experiments.SUITES
+             for variant, seed in experiments.stale_runs(suite, "book", experiments.default_seeds(suite, "book"),
+                                                         out_root=root)]
     assert not stale, f"missing or stale result files at the book profile: {stale}"
     for suite, names in experiments.CHAPTER_RUNS.items():
         for name in names:
