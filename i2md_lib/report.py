@@ -193,6 +193,24 @@ def noise_table(budget: Mapping[str, Any]):
     return pd.DataFrame(rows).set_index(["method", "metric"])
 
 
+def testbed_table(summary: Mapping[str, Any]):
+    """Random init against moco3 and CMD, per split and pretraining seed, from a ``tools/testbed.py``
+    report (``summary.json``): joint-stream kNN (top-1, k = 1) and linear top-1 (%), and the gap of
+    the better pretrained method over random init on each."""
+    import pandas as pd
+
+    rows = []
+    for part, entry in summary["summary"].items():
+        for r in entry["seeds"]:
+            row: dict[str, Any] = {"split": f"{entry['benchmark']} ({part})", "seed": r["seed"]}
+            for metric, name in (("knn_joint", "kNN"), ("linear_joint", "linear")):
+                for variant in ("random_init", "moco3", "cmd"):
+                    row[f"{variant} {name}"] = r[variant][metric]
+                row[f"gap {name}"] = r[f"gap_{metric}"]
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["split", "seed"])
+
+
 # -- the paper's claims ---------------------------------------------------------------------
 #: Each claim of the CMD / I²MD papers as comparisons of the main suite (a better than b).
 CLAIMS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (

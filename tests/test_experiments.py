@@ -271,3 +271,18 @@ def test_noise_table_reads_the_committed_budget():
     table = report.noise_table(budget)
     assert table.loc[("random_init", "knn joint"), "(b) evaluation seed"] == 0.0
     assert ("cmd − moco3 (paired)", "knn joint") in table.index
+
+
+def test_testbed_table_reads_every_committed_testbed_summary():
+    from i2md_lib.config import REPO_ROOT
+
+    files = sorted((REPO_ROOT / "results" / "book").glob("testbed_*/summary.json"))
+    assert files
+    for path in files:
+        summary = json.loads(path.read_text())
+        table = report.testbed_table(summary)
+        assert len(table) == sum(len(e["seeds"]) for e in summary["summary"].values())
+        row = table.iloc[0]
+        for name in ("kNN", "linear"):
+            best = max(row[f"moco3 {name}"], row[f"cmd {name}"])
+            assert row[f"gap {name}"] == pytest.approx(best - row[f"random_init {name}"])

@@ -46,3 +46,19 @@ def test_design_v3_runs_with_its_distortions(tmp_path):
     assert synthetic["version"] == 1 and synthetic["residual_rotation"] == 0.5 and synthetic["axis_stretch"] == 0.25
     assert "tools/testbed.py --design v3" in record["command"]
     assert (tmp_path / "out" / "summary.md").read_text().startswith("# Testbed v3")
+
+
+def test_a_later_run_keeps_the_parts_it_did_not_redo(tmp_path):
+    args = ["--design", "v3", "--profile", "smoke", "--seeds", "0", "--allow-dirty",
+            "--set", "data.synthetic.num_subjects=8", "--set", "pretrain.epochs=1",
+            "--set", "pretrain.lr_milestones=[1]", "--set", "eval.label_fractions=[0.1]",
+            "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]
+    first = testbed.main(args + ["--parts", "val"])
+    second = testbed.main(args + ["--parts", "test"])
+    assert list(second["summary"]) == ["val", "test"]
+    assert second["summary"]["val"] == json.loads(json.dumps(first["summary"]["val"]))
+    assert "--parts val" in second["summary"]["val"]["command"]
+    assert "--parts test" in second["summary"]["test"]["command"]
+    other = testbed.main(args + ["--parts", "test", "--set", "pretrain.temperature=0.2",
+                                 "--runs", str(tmp_path / "runs-other")])
+    assert list(other["summary"]) == ["test"]          # another design: nothing kept

@@ -138,6 +138,7 @@ def markdown(report: dict[str, Any]) -> str:
     for part, entry in report["summary"].items():
         lines += [f"## {part} ({entry['benchmark']}: {entry['num_train']} training clips, "
                   f"{entry['num_test']} evaluation clips)", "",
+                  *([f"Made by `{entry['command']}` at `{entry['commit']}`.", ""] if "command" in entry else []),
                   "| seed | random kNN | moco3 kNN | cmd kNN | gap kNN | random linear | moco3 linear | "
                   "cmd linear | gap linear | cmd pretrain s | eval s (cmd) |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -156,6 +157,21 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"Pretraining ran {report['jobs']} job(s) side by side, one torch thread each; seconds "
               "are each run's own wall time.", ""]
     return "\n".join(lines)
+
+
+def _keep_other_parts(path: Path, design: str, overrides: dict[str, Any], summary: dict[str, Any],
+                      probes: dict[str, float]) -> tuple[dict[str, Any], dict[str, float]]:
+    """``summary`` plus the parts an earlier run of the same design wrote to ``path`` and this
+    run did not redo (each part records its own command and commit), in :data:`PARTS` order."""
+    try:
+        previous = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return summary, probes
+    same = previous.get("design") == design and previous.get("overrides") == json.loads(json.dumps(overrides))
+    if not same:
+        return summary, probes
+    merged = {**previous.get("summary", {}), **summary}
+    return {p: merged[p] for p in PARTS if p in merged}, probes or previous.get("probes", {})
 
 
 def main(argv: Sequence[str] | None = None, design: str | None = None,
@@ -204,12 +220,16 @@ def main(argv: Sequence[str] | None = None, design: str | None = None,
             "main", args.profile, args.seeds, variants, out_root=out / part, runs_root=Path(args.runs) / part,
             jobs=args.jobs, overrides={**overrides, "data.benchmark": PARTS[part]}, command=command)
     probes = pose_probes(overrides, PARTS["val"]) if "val" in args.parts and args.profile == "book" else {}
+    summary = summarise(records, args.seeds)
+    for entry in summary.values():
+        entry.update(command=command, commit=code["commit"])
+    summary, probes = _keep_other_parts(out / "summary.json", design, overrides, summary, probes)
     report = {"tool": tool, "design": design, "command": command, **code, "dirty_paths": dirty,
               "hardware": experiments.hardware(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "profile": args.profile, "overrides": {k: list(v) if isinstance(v, tuple) else v
                                                      for k, v in overrides.items()},
               "jobs": args.jobs, "seeds": list(args.seeds), "total_seconds": round(time.perf_counter() - started, 1),
-              "summary": summarise(records, args.seeds), "probes": probes}
+              "summary": summary, "probes": probes}
     (out / "summary.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "summary.md").write_text(markdown(report))
     print(markdown(report))
