@@ -138,7 +138,8 @@ def markdown(report: dict[str, Any]) -> str:
     for part, entry in report["summary"].items():
         lines += [f"## {part} ({entry['benchmark']}: {entry['num_train']} training clips, "
                   f"{entry['num_test']} evaluation clips)", "",
-                  *([f"Made by `{entry['command']}` at `{entry['commit']}`.", ""] if "command" in entry else []),
+                  *([f"Summarised by `{entry['command']}` at `{entry['commit']}` (each result file records the "
+                     "command and commit that made it).", ""] if "command" in entry else []),
                   "| seed | random kNN | moco3 kNN | cmd kNN | gap kNN | random linear | moco3 linear | "
                   "cmd linear | gap linear | cmd pretrain s | eval s (cmd) |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
