@@ -162,13 +162,14 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _keep_other_parts(path: Path, design: str, overrides: dict[str, Any], summary: dict[str, Any],
                       probes: dict[str, float]) -> tuple[dict[str, Any], dict[str, float]]:
-    """``summary`` plus the parts an earlier run of the same design wrote to ``path`` and this
-    run did not redo (each part records its own command and commit), in :data:`PARTS` order."""
+    """``summary`` plus the parts an earlier run of the same design and ``overrides`` (as the
+    report records them) wrote to ``path`` and this run did not redo (each part records its own
+    command and commit), in :data:`PARTS` order."""
     try:
         previous = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return summary, probes
-    same = previous.get("design") == design and previous.get("overrides") == json.loads(json.dumps(overrides))
+    same = previous.get("design") == design and previous.get("overrides") == overrides
     if not same:
         return summary, probes
     merged = {**previous.get("summary", {}), **summary}
@@ -224,11 +225,11 @@ def main(argv: Sequence[str] | None = None, design: str | None = None,
     summary = summarise(records, args.seeds)
     for entry in summary.values():
         entry.update(command=command, commit=code["commit"])
-    summary, probes = _keep_other_parts(out / "summary.json", design, overrides, summary, probes)
+    recorded = {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
+    summary, probes = _keep_other_parts(out / "summary.json", design, recorded, summary, probes)
     report = {"tool": tool, "design": design, "command": command, **code, "dirty_paths": dirty,
               "hardware": experiments.hardware(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "profile": args.profile, "overrides": {k: list(v) if isinstance(v, tuple) else v
-                                                     for k, v in overrides.items()},
+              "profile": args.profile, "overrides": recorded,
               "jobs": args.jobs, "seeds": list(args.seeds), "total_seconds": round(time.perf_counter() - started, 1),
               "summary": summary, "probes": probes}
     (out / "summary.json").write_text(json.dumps(report, indent=1) + "\n")
