@@ -45,14 +45,22 @@ results: install
 	OMP_NUM_THREADS=1 $(PY) -m i2md_lib experiments --suite main --profile book --target --jobs $(JOBS)
 	OMP_NUM_THREADS=1 $(PY) -m i2md_lib experiments --suite ablation --profile book --target --jobs $(JOBS)
 
-# Testbed v3 (data/README.md): the design on the validation split, then the whole main suite on the
-# test split under it (results/book/testbed_v3/), hours per seed on one core. The suites move to
-# this testbed once it holds the seeds the noise budget asks for; runs are cached per file.
+# Testbed v3 (data/README.md): the design on the validation split, the hyperparameter search
+# under it (validation only), the noise budget, then the main suite and the ablations on the test
+# split (results/book/testbed_v3/), hours per seed on one core. The suites move to this testbed
+# once it holds the seeds the noise budget asks for; runs are cached per file.
 V3_SEEDS ?= 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15
+V3_RUNS  ?= runs/testbed_v3
 results-v3: install
-	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v3 --parts val --seeds 0 1 --jobs $(JOBS)
+	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v3 --parts val --seeds 0 1 --jobs $(JOBS) --runs $(V3_RUNS)
+	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v3 --suite search --seeds 0 1 --jobs $(JOBS) --runs $(V3_RUNS)
+	OMP_NUM_THREADS=1 $(PY) tools/noise_budget.py --profile book --design v3 --semi-draws 10 \
+	  --methods random_init moco3 cmd --seeds 0 1 2 --eval-seeds 0 1 2 3 --pair cmd moco3 \
+	  --runs-dir $(V3_RUNS)/test --out results/book/testbed_v3/noise
 	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v3 --parts test --seeds $(V3_SEEDS) --jobs $(JOBS) \
-	  --variants random_init moco_joint moco3 posmining cmd cmd_dna i2md
+	  --runs $(V3_RUNS) --variants random_init moco_joint moco3 posmining cmd cmd_dna i2md
+	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v3 --suite ablation --parts test --seeds 0 1 2 \
+	  --jobs $(JOBS) --runs $(V3_RUNS)
 
 test-fast: install
 	I2MD_PROFILE=smoke $(PY) -m pytest -x -q -m "not reader" tests

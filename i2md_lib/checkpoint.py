@@ -129,12 +129,25 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[s
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if norm(a.get(k)) != norm(b.get(k))}
 
 
+#: Config sections pretraining never reads: a pretrained run stays valid when only these change
+#: (more label draws of the semi-supervised protocol, another probe schedule, ...).
+EVAL_ONLY_SECTIONS: tuple[str, ...] = ("eval",)
+
+
+def pretraining_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """:func:`config_differences` that change the pretrained weights: without :data:`RUNTIME_KEYS`
+    and the keys of :data:`EVAL_ONLY_SECTIONS`."""
+    return {k: v for k, v in config_differences(old, new).items()
+            if k not in RUNTIME_KEYS and k.split(".")[0] not in EVAL_ONLY_SECTIONS}
+
+
 def check_resume_config(path: Path, saved: Mapping[str, Any], cfg: ExperimentConfig,
                         allow_changes: Iterable[str] = ()) -> None:
     """Raise :class:`ConfigMismatchError` if ``cfg`` differs from the checkpoint's config
-    in a key other than :data:`RUNTIME_KEYS` and ``allow_changes``."""
-    allowed = RUNTIME_KEYS | set(allow_changes)
-    diffs = {k: v for k, v in config_differences(saved, cfg.to_dict()).items() if k not in allowed}
+    in a key that changes the pretrained weights (:func:`pretraining_differences`) other than
+    ``allow_changes``."""
+    allowed = set(allow_changes)
+    diffs = {k: v for k, v in pretraining_differences(saved, cfg.to_dict()).items() if k not in allowed}
     if diffs:
         lines = "\n".join(f"  {k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in diffs.items())
         raise ConfigMismatchError(

@@ -100,9 +100,15 @@ EMBEDDING_SUITES: tuple[str, ...] = ("main",)
 
 
 def variant_config(variant: Variant, profile: str | None, seed: int,
-                   overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
-    """The config of one run: profile, the variant's overrides, the seed, extra overrides."""
-    cfg = ExperimentConfig.for_profile(profile, dict(variant.overrides))
+                   overrides: Mapping[str, Any] | None = None,
+                   base: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """The config of one run, in this order: the profile, ``base`` (a testbed design on top of the
+    profile, ``tools/testbed.py``), the variant's overrides, the seed, extra ``overrides``.
+
+    A variant's own keys win over ``base`` (the search's 60-epoch row stays 60 epochs under a
+    200-epoch design); extra ``overrides`` win over everything (the tests' smaller sizes).
+    """
+    cfg = ExperimentConfig.for_profile(profile, dict(base or {})).replace(dict(variant.overrides))
     draws = len(cfg.eval.semi_seeds)    # label draws of the semi-supervised protocol, as many as the profile's
     cfg = cfg.replace({"pretrain.seed": seed, "eval.seed": seed,
                        "eval.semi_seeds": tuple(seed + 1000 * i for i in range(draws))})
@@ -143,7 +149,7 @@ def hardware() -> dict[str, Any]:
 def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Path | None = None,
             runs_root: Path | None = None, protocols: Sequence[str] = PROTOCOLS,
             overrides: Mapping[str, Any] | None = None, threads: int | None = None,
-            command: str | None = None) -> dict[str, Any]:
+            command: str | None = None, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Pretrain (unless ``variant.pretrain`` is false) and evaluate one variant with one seed.
 
     Writes and returns the result record (see the module docstring).
@@ -152,7 +158,7 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = variant_config(variant, profile, seed, overrides)
+    cfg = variant_config(variant, profile, seed, overrides, base)
     folder = run_dir(suite, variant.name, seed, profile, runs_root)
     start = time.perf_counter()
     model, history = pretrained_model(cfg, folder if variant.pretrain else None)
@@ -164,6 +170,7 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
     record = {
         "suite": suite, "variant": variant.name, "label": variant.label or variant.name,
         "seed": seed, "profile": profile, "overrides": dict(variant.overrides),
+        **({"base_overrides": dict(base)} if base else {}),
         "command": command or "python -m i2md_lib " + " ".join(map(shlex.quote, sys.argv[1:])),
         **git_commit(), "hardware": hardware(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -277,18 +284,19 @@ def run_suite(suite: str, profile: str | None = None, seeds: Iterable[int] = (0,
               variants: Sequence[str] | None = None, out_root: Path | None = None,
               runs_root: Path | None = None, jobs: int = 1, protocols: Sequence[str] = PROTOCOLS,
               overrides: Mapping[str, Any] | None = None, rerun: bool = False,
-              command: str | None = None) -> list[dict[str, Any]]:
+              command: str | None = None, base: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Run every (variant, seed) of ``suite`` whose result file is missing or stale.
 
-    ``jobs`` > 1 runs that many single-threaded processes side by side.
+    ``jobs`` > 1 runs that many single-threaded processes side by side; ``base`` and ``overrides``
+    as in :func:`variant_config`.
     Returns all records of the suite (loaded or new).
     """
     profile = active_profile(profile)
     seeds, chosen = list(seeds), _variants(suite, variants)
     runs = [(v, s) for s in seeds for v in chosen] if rerun else \
-        stale_runs(suite, profile, seeds, variants, out_root, overrides)
+        stale_runs(suite, profile, seeds, variants, out_root, overrides, base)
     todo = [(suite, variant, seed, profile, out_root, runs_root, tuple(protocols), dict(overrides or {}),
-             1 if jobs > 1 else None, command) for variant, seed in runs]
+             1 if jobs > 1 else None, command, dict(base or {})) for variant, seed in runs]
     if todo:
         print(f"{suite} ({profile}): {len(todo)} run(s) to do: "
               + ", ".join(f"{job[1].name}/seed{job[2]}" for job in todo), file=sys.stderr)
@@ -305,7 +313,8 @@ def run_suite(suite: str, profile: str | None = None, seeds: Iterable[int] = (0,
 
 def stale_runs(suite: str, profile: str | None = None, seeds: Iterable[int] = (0, 1, 2),
                variants: Sequence[str] | None = None, out_root: Path | None = None,
-               overrides: Mapping[str, Any] | None = None) -> list[tuple[Variant, int]]:
+               overrides: Mapping[str, Any] | None = None,
+               base: Mapping[str, Any] | None = None) -> list[tuple[Variant, int]]:
     """The ``(variant, seed)`` pairs of ``suite`` with no current result file under ``out_root``
     (missing, or made with another config), seed by seed so that an interrupted suite leaves
     whole seeds behind."""
@@ -313,7 +322,7 @@ def stale_runs(suite: str, profile: str | None = None, seeds: Iterable[int] = (0
     chosen = _variants(suite, variants)
     return [(variant, seed) for seed in seeds for variant in chosen
             if not _is_current(result_path(profile, suite, variant.name, seed, out_root),
-                               variant_config(variant, profile, seed, overrides))]
+                               variant_config(variant, profile, seed, overrides, base))]
 
 
 def _run_packed(args: tuple) -> dict[str, Any]:
@@ -391,19 +400,19 @@ def suite_results(suite: str, profile: str | None = None, seeds: Iterable[int] |
 
 
 def trained_model(suite: str, variant: str, seed: int = 0, profile: str | None = None,
-                  runs_root: Path | None = None, progress: bool = True):
+                  runs_root: Path | None = None, progress: bool = True, base: Mapping[str, Any] | None = None):
     """``(cfg, model)`` of one suite run, loaded or pretrained.
 
     A committed model file of the run (:data:`CHAPTER_RUNS`) made with today's config is
     loaded; otherwise the run folder :func:`run_suite` uses is trained (a finished
-    checkpoint there resumes to the end at once).
+    checkpoint there resumes to the end at once). ``base`` as in :func:`variant_config`.
     """
     from .models.pretrained import load_pretrained
     from .pipeline import pretrained_model
 
     profile = active_profile(profile)
     chosen = _variants(suite, [variant])[0]
-    cfg = variant_config(chosen, profile, seed)
+    cfg = variant_config(chosen, profile, seed, base=base)
     committed = model_file_path(result_path(profile, suite, chosen.name, seed))
     if chosen.pretrain and _matches(committed, cfg):
         return cfg, load_pretrained(committed)[1]
@@ -432,9 +441,11 @@ def run_log(suite: str, variant: str, seed: int = 0, profile: str | None = None,
 
 
 def _matches(model_file: Path, cfg: ExperimentConfig) -> bool:
-    """Whether ``model_file`` exists and was trained with ``cfg`` (runtime keys aside)."""
+    """Whether ``model_file`` exists and was trained with ``cfg`` (keys that do not change the
+    weights aside: runtime keys and the evaluation section)."""
+    from .checkpoint import pretraining_differences
     from .models.pretrained import load_model_file
 
     if not model_file.is_file():
         return False
-    return _same_config(load_model_file(model_file)["config"], cfg)
+    return not pretraining_differences(load_model_file(model_file)["config"], cfg.to_dict())

@@ -55,3 +55,19 @@ def test_eval_seed_equal_to_pretrain_seed_reproduces_the_suite(report):
     assert values["linear_joint"] == pytest.approx(rows["linear_fast", "joint", None]["top1"])
     assert values["linear_ensemble"] == pytest.approx(rows["linear_fast", "ensemble", None]["top1"])
     assert values["semi1_joint"] == pytest.approx(rows["semi", "joint", 0.01]["top1_mean"])
+
+
+def test_semi_draws_average_as_the_suite_does(report):
+    """--semi-draws k: the semi-supervised number of evaluation seed e is the mean of draws
+    e + 1000 i, as the suite averages ``eval.semi_seeds``."""
+    _, tmp = report
+    variant = experiments._variants("main", ["moco3"])[0]
+    draws = {"eval.semi_seeds": (1, 1001)}
+    record = experiments.run_one("main", variant, 1, "smoke", out_root=tmp / "res2", runs_root=tmp / "runs",
+                                 overrides=draws)
+    semi = [m for m in record["metrics"] if m["protocol"] == "semi" and m["fraction"] == 0.01][0]
+    cfg, model = experiments.trained_model("main", "moco3", 1, "smoke", runs_root=tmp / "runs", progress=False)
+    measured = noise_budget.measure_model(model, cfg.replace(draws), [1], semi_draws=2)
+    assert measured["values"]["semi1_joint"][0] == pytest.approx(semi["top1_mean"])
+    assert measured["correct"]["semi1_joint"].shape[0] == 1
+    assert 100 * measured["correct"]["semi1_joint"][0].mean() == pytest.approx(semi["top1_mean"])

@@ -62,3 +62,34 @@ def test_a_later_run_keeps_the_parts_it_did_not_redo(tmp_path):
     other = testbed.main(args + ["--parts", "test", "--set", "pretrain.temperature=0.2",
                                  "--runs", str(tmp_path / "runs-other")])
     assert list(other["summary"]) == ["test"]          # another design: nothing kept
+
+
+def test_a_design_is_the_base_and_a_rows_own_keys_win():
+    from i2md_lib import experiments
+
+    search = {v.name: v for v in experiments.SUITES["search"]}
+    short = experiments.variant_config(search["e60"], "book", 3, base=testbed.V3_BOOK)
+    assert (short.pretrain.epochs, short.pretrain.lr_milestones) == (60, (48,))       # the row wins
+    assert short.data.benchmark == "xsub_val" and short.data.synthetic.residual_rotation == 0.5
+    main = experiments.variant_config(experiments.SUITES["main"][4], "book", 3, base=testbed.V3_BOOK)
+    assert (main.pretrain.method, main.pretrain.epochs, main.pretrain.lr_milestones) == ("cmd", 200, (160,))
+    assert main.eval.semi_seeds == tuple(3 + 1000 * i for i in range(10))           # ten draws, per seed
+    # extra overrides still come last
+    extra = experiments.variant_config(search["e60"], "book", 3, {"pretrain.epochs": 70}, base=testbed.V3_BOOK)
+    assert extra.pretrain.epochs == 70
+
+
+def test_the_search_runs_under_a_design_on_the_validation_split_only(tmp_path):
+    args = ["--design", "v3", "--profile", "smoke", "--seeds", "0", "--allow-dirty", "--suite", "search",
+            "--variants", "z2.0", "--set", "data.synthetic.num_subjects=8", "--set", "eval.label_fractions=[0.1]",
+            "--set", "pretrain.epochs=1", "--set", "pretrain.lr_milestones=[1]",
+            "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]
+    with pytest.raises(SystemExit):
+        testbed.main(args + ["--parts", "test"])
+    testbed.main(args)
+    record = json.loads((tmp_path / "out" / "val" / "smoke" / "search" / "z2.0" / "seed0.json").read_text())
+    assert record["config"]["data"]["benchmark"] == "xsub_val"
+    assert record["config"]["data"]["synthetic"]["axis_stretch"] == 0.25
+    assert record["config"]["pretrain"]["dna_zscore"] == 2.0 and record["config"]["pretrain"]["epochs"] == 1
+    assert record["base_overrides"]["pretrain.epochs"] == 200          # the design, under the tests' sizes
+    assert not (tmp_path / "out" / "summary.json").exists()            # the summary reads the main suite

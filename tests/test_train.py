@@ -92,6 +92,16 @@ def test_resume_with_a_different_config_names_the_keys(tmp_path):
     assert read_config(tmp_path / "config.yaml").pretrain.epochs == 2
 
 
+def test_a_finished_run_is_reused_when_only_the_evaluation_settings_change(tmp_path):
+    # pretraining never reads the eval section: more label draws must not force a retrain
+    data = tiny_arrays()
+    first = pretrain(smoke(**{"pretrain.epochs": 1}), tmp_path, arrays=data, progress=False)
+    more_draws = smoke(**{"pretrain.epochs": 1, "eval.semi_seeds": (0, 1, 2, 3), "eval.epochs": 3})
+    assert pretrain(more_draws, tmp_path, arrays=data, progress=False) == first
+    with pytest.raises(ConfigMismatchError, match="pretrain.lr"):   # a pretraining key still counts
+        pretrain(smoke(**{"pretrain.epochs": 1, "pretrain.lr": 0.2}), tmp_path, arrays=data, progress=False)
+
+
 def test_no_resume_starts_over(tmp_path):
     data = tiny_arrays()
     first = pretrain(smoke(**{"pretrain.epochs": 1}), tmp_path, arrays=data, progress=False)

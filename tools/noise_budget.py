@@ -64,18 +64,27 @@ def dirty_paths(paths: Sequence[str] = ("i2md_lib", "tools")) -> list[str]:
     return [line[3:] for line in out.splitlines() if line.strip()]
 
 
-def method_config(method: str, profile: str, seed: int) -> ExperimentConfig:
+def method_config(method: str, profile: str, seed: int, base: dict[str, Any] | None = None) -> ExperimentConfig:
     variant = experiments._variants("main", [method])[0]
-    return experiments.variant_config(variant, profile, seed)
+    return experiments.variant_config(variant, profile, seed, base=base)
 
 
-def _pretrain(args: tuple[str, str, int, str]) -> str:
+def design_overrides(design: str | None) -> dict[str, Any]:
+    """The overrides of a testbed design (``tools/testbed.py``), the base of every run; none for None."""
+    if design is None:
+        return {}
+    from testbed import DESIGNS
+
+    return dict(DESIGNS[design][0])
+
+
+def _pretrain(args: tuple[str, str, int, str, dict[str, Any]]) -> str:
     """Worker: make sure the run of (method, seed) is pretrained (single-threaded)."""
     import torch
 
-    method, profile, seed, runs_folder = args
+    method, profile, seed, runs_folder, base = args
     torch.set_num_threads(1)
-    experiments.trained_model("main", method, seed, profile, runs_root=Path(runs_folder), progress=False)
+    experiments.trained_model("main", method, seed, profile, runs_root=Path(runs_folder), progress=False, base=base)
     return f"{method}/seed{seed}"
 
 
@@ -91,9 +100,11 @@ def chosen_correct(result) -> np.ndarray:
     return correct
 
 
-def measure_model(model, cfg: ExperimentConfig, eval_seeds: Sequence[int]) -> dict[str, Any]:
+def measure_model(model, cfg: ExperimentConfig, eval_seeds: Sequence[int], semi_draws: int = 1) -> dict[str, Any]:
     """Headline numbers and per-clip correctness of one pretrained model for each evaluation seed.
 
+    The semi-supervised number of one evaluation seed ``e`` averages ``semi_draws`` label draws
+    (seeds ``e + 1000 i``, as the suites draw them), its per-clip correctness the draws' mean.
     Returns ``{"values": {metric: [per eval seed]}, "correct": {metric: (E, N_test)},
     "eval_seconds": float}``; k-NN does not depend on the evaluation seed (repeated).
     """
@@ -121,11 +132,13 @@ def measure_model(model, cfg: ExperimentConfig, eval_seeds: Sequence[int]) -> di
         linear = {m: linear_eval(enc, m, seeded, augment=False, features=feats[m], keep_probs=True)
                   for m, enc in encoders.items()}
         ensemble = ensemble_classifiers(list(linear.values())) if len(linear) > 1 else linear["joint"]
-        semi = finetune_eval(encoders["joint"], "joint", seeded, fraction=SEMI_FRACTION, seed=e, keep_probs=True)
+        semi = [finetune_eval(encoders["joint"], "joint", seeded, fraction=SEMI_FRACTION, seed=e + 1000 * i,
+                              keep_probs=True) for i in range(semi_draws)]
         runs = {"knn_joint": (100.0 * knn.mean(), knn),
                 "linear_joint": (linear["joint"].top1, chosen_correct(linear["joint"])),
                 "linear_ensemble": (ensemble.top1, chosen_correct(ensemble)),
-                "semi1_joint": (semi.top1, chosen_correct(semi))}
+                "semi1_joint": (float(np.mean([r.top1 for r in semi])),
+                                np.mean([chosen_correct(r) for r in semi], axis=0))}
         for name, (value, per_clip) in runs.items():
             values[name].append(float(value))
             correct[name].append(per_clip)
@@ -187,10 +200,12 @@ def analyse(measured: dict[str, dict[int, dict[str, Any]]], seeds: Sequence[int]
 def markdown(report: dict[str, Any]) -> str:
     """The tables of ``noise_budget.md``."""
     a = report["analysis"]
-    lines = [f"# Noise budget ({report['profile']} profile)", "",
+    design = f", testbed design {report['design']}" if report.get("design") else ""
+    lines = [f"# Noise budget ({report['profile']} profile{design})", "",
              f"Command: `{report['command']}`  ", f"Commit: `{report['commit']}`; "
              f"{len(report['seeds'])} pretraining seeds x {len(report['eval_seeds'])} evaluation seeds; "
-             f"test split: {report['num_test']} clips.", "",
+             f"test split: {report['num_test']} clips; semi-supervised: {report.get('semi_draws', 1)} label "
+             "draw(s) averaged per evaluation seed.", "",
              "Standard deviations in accuracy points (square roots of the variance components). "
              "(a) pretraining seed, (b) evaluation seed (weights fixed), (c) test-set sampling "
              "(bootstrap over test clips; binomial beside it). `one run` = sqrt((a)+(b)), the "
@@ -233,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--jobs", type=int, default=1, help="pretraining runs side by side (1 thread each)")
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--runs-dir", default=str(runs_root()))
+    parser.add_argument("--design", default=None, help="a testbed design of tools/testbed.py (v2, v3) as the "
+                        "base of every run (default: the profile alone)")
+    parser.add_argument("--semi-draws", type=int, default=1,
+                        help="label draws averaged in the semi-supervised number of one evaluation seed")
     parser.add_argument("--out", default=None, help="folder for the report (default results/<profile>/noise)")
     parser.add_argument("--allow-dirty", action="store_true", help="run on uncommitted code (tests only)")
     args = parser.parse_args(argv)
@@ -248,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     profile = args.profile
     code = experiments.git_commit()      # before anything runs: the code that produced the numbers
     started = time.perf_counter()
-    jobs = [(m, profile, s, args.runs_dir) for m in args.methods for s in args.seeds
+    base = design_overrides(args.design)
+    jobs = [(m, profile, s, args.runs_dir, base) for m in args.methods for s in args.seeds
             if experiments._variants("main", [m])[0].pretrain]
     pretrain_start = time.perf_counter()
     if args.jobs > 1 and len(jobs) > 1:
@@ -265,8 +285,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         measured[method] = {}
         for seed in args.seeds:
             cfg, model = experiments.trained_model("main", method, seed, profile,
-                                                   runs_root=Path(args.runs_dir), progress=False)
-            measured[method][seed] = measure_model(model, cfg, args.eval_seeds)
+                                                   runs_root=Path(args.runs_dir), progress=False, base=base)
+            measured[method][seed] = measure_model(model, cfg, args.eval_seeds, args.semi_draws)
             eval_seconds.setdefault(method, []).append(round(measured[method][seed]["eval_seconds"], 1))
             print(f"evaluated {method}/seed{seed}: "
                   + ", ".join(f"{k} {np.round(v, 1).tolist()}" for k, v in measured[method][seed]["values"].items()),
@@ -280,10 +300,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         **code, "dirty_paths": dirty, "hardware": experiments.hardware(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seeds": list(args.seeds), "eval_seeds": list(args.eval_seeds), "methods": list(args.methods),
-        "semi_fraction": SEMI_FRACTION, "num_test": int(any_run["correct"]["knn_joint"].shape[-1]),
+        "semi_fraction": SEMI_FRACTION, "semi_draws": args.semi_draws, "design": args.design, "num_test": int(any_run["correct"]["knn_joint"].shape[-1]),
         "pretrain_seconds_all_jobs": round(pretrain_seconds, 1), "pretrain_jobs": args.jobs,
         "eval_seconds": eval_seconds, "total_seconds": round(time.perf_counter() - started, 1),
-        "configs": {m: method_config(m, profile, args.seeds[0]).to_dict() for m in args.methods},
+        "configs": {m: method_config(m, profile, args.seeds[0], base).to_dict() for m in args.methods},
         "analysis": analysis,
     }
     out = Path(args.out) if args.out else ROOT / "results" / profile / "noise"
