@@ -58,7 +58,7 @@ results-v3: install
 	  --methods random_init moco3 cmd --seeds 0 1 2 --eval-seeds 0 1 2 3 --pair cmd moco3 \
 	  --runs-dir $(V3_RUNS)/test --out results/book/testbed_v3/noise
 	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v3 --parts test --seeds $(V3_SEEDS) --jobs $(JOBS) \
-	  --runs $(V3_RUNS) --variants random_init moco_joint moco3 posmining cmd cmd_dna i2md
+	  --runs $(V3_RUNS) --variants all
 	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v3 --suite ablation --parts test --seeds 0 1 2 \
 	  --jobs $(JOBS) --runs $(V3_RUNS)
 

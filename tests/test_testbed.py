@@ -93,3 +93,14 @@ def test_the_search_runs_under_a_design_on_the_validation_split_only(tmp_path):
     assert record["config"]["pretrain"]["dna_zscore"] == 2.0 and record["config"]["pretrain"]["epochs"] == 1
     assert record["base_overrides"]["pretrain.epochs"] == 200          # the design, under the tests' sizes
     assert not (tmp_path / "out" / "summary.json").exists()            # the summary reads the main suite
+
+
+def test_which_variants_run():
+    main = [v.name for v in testbed.experiments.SUITES["main"]]
+    assert testbed.chosen_variants("main", None) == ["random_init", "moco3", "cmd"]     # what the summary reads
+    assert testbed.chosen_variants("main", ["all"]) == main
+    assert testbed.chosen_variants("main", ["i2md"]) == ["random_init", "moco3", "cmd", "i2md"]
+    assert testbed.chosen_variants("ablation", None) == [v.name for v in testbed.experiments.SUITES["ablation"]]
+    assert testbed.chosen_variants("search", ["z2.0"]) == ["z2.0"]
+    with pytest.raises(ValueError, match="unknown variants \\['z9'\\]"):
+        testbed.chosen_variants("search", ["z9"])

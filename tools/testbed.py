@@ -166,6 +166,20 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def chosen_variants(suite: str, requested: Sequence[str] | None) -> list[str]:
+    """The variants of ``suite`` to run, in the suite's order: ``requested`` (``["all"]``: every
+    one); by default the whole suite, but for ``main`` the three the summary reads (always
+    added to the main suite's)."""
+    names = [v.name for v in experiments.SUITES[suite]]
+    if requested == ["all"] or (requested is None and suite != "main"):
+        requested = names
+    wanted = set(requested or VARIANTS) | (set(VARIANTS) if suite == "main" else set())
+    unknown = sorted(wanted - set(names))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}: suite {suite!r} has {names}")
+    return [n for n in names if n in wanted]
+
+
 def _keep_other_parts(path: Path, design: str, overrides: dict[str, Any], summary: dict[str, Any],
                       probes: dict[str, float]) -> tuple[dict[str, Any], dict[str, float]]:
     """``summary`` plus the parts an earlier run of the same design and ``overrides`` (as the
@@ -196,8 +210,8 @@ def main(argv: Sequence[str] | None = None, design: str | None = None,
                         help="suite to run under the design (the summary is written for main only)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--variants", nargs="+", default=None,
-                        help="variants to run (main suite default: random_init moco3 cmd, which the summary "
-                             "always reads; other suites: all)")
+                        help="variants to run, or 'all' (main suite default: random_init moco3 cmd, which "
+                             "the summary always reads; other suites: all)")
     parser.add_argument("--profile", default="book", help="profile under the design's overrides (tests: smoke)")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="more overrides (tests: smaller sizes)")
@@ -225,11 +239,10 @@ def main(argv: Sequence[str] | None = None, design: str | None = None,
     command = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} " + shlex.join(
         ["python", tool, *(sys.argv[1:] if argv is None else argv)])
     out, started = Path(args.out), time.perf_counter()
-    names = [v.name for v in experiments.SUITES[args.suite]]
-    wanted = set(args.variants or names) | (set(VARIANTS) if args.suite == "main" else set())
-    variants = [n for n in names if n in wanted]  # the suite's order
-    if len(variants) < len(wanted):
-        parser.error(f"unknown variants {sorted(wanted - set(variants))}: suite {args.suite!r} has {names}")
+    try:
+        variants = chosen_variants(args.suite, args.variants)
+    except ValueError as e:
+        parser.error(str(e))
     records = {}
     for part in args.parts:
         # the design is the base of every run; a row's own keys win over it (the search's e60)
