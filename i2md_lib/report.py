@@ -193,6 +193,22 @@ def noise_table(budget: Mapping[str, Any]):
     return pd.DataFrame(rows).set_index(["method", "metric"])
 
 
+def paired_budget_table(budgets: Mapping[str, Mapping[str, Any]]):
+    """Side by side, for the paired difference of several ``tools/noise_budget.py`` reports
+    (``{name: report}``): the SD of one paired difference per headline metric (pretraining and
+    evaluation seed together) and the seeds a 95 % t-interval of half-width 2 points needs."""
+    import pandas as pd
+
+    columns = {}
+    for name, budget in budgets.items():
+        pair = budget["analysis"]["paired"]
+        for metric, c in pair["metrics"].items():
+            label = metric.replace("_", " ").replace("semi1", "semi 1%")
+            columns.setdefault((name, f"SD of one {pair['a']} − {pair['b']}"), {})[label] = c["sd_one_difference"]
+            columns.setdefault((name, "seeds for ±2"), {})[label] = c["seeds_needed"]["2.0"]
+    return pd.DataFrame(columns)
+
+
 def testbed_table(summary: Mapping[str, Any]):
     """Random init against moco3 and CMD, per split and pretraining seed, from a ``tools/testbed.py``
     report (``summary.json``): joint-stream kNN (top-1, k = 1) and linear top-1 (%), and the gap of

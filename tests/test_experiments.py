@@ -273,6 +273,20 @@ def test_noise_table_reads_the_committed_budget():
     assert ("cmd − moco3 (paired)", "knn joint") in table.index
 
 
+def test_paired_budget_table_sets_committed_budgets_side_by_side():
+    from i2md_lib.config import REPO_ROOT
+
+    files = {"v1": REPO_ROOT / "results" / "book" / "noise" / "noise_budget.json",
+             "v3": REPO_ROOT / "results" / "book" / "testbed_v3" / "noise" / "noise_budget.json"}
+    budgets = {name: json.loads(path.read_text()) for name, path in files.items()}
+    table = report.paired_budget_table(budgets)
+    assert list(table.index) == ["knn joint", "linear joint", "linear ensemble", "semi 1% joint"]
+    for name, budget in budgets.items():
+        knn = budget["analysis"]["paired"]["metrics"]["knn_joint"]
+        assert table.loc["knn joint", (name, "SD of one cmd − moco3")] == knn["sd_one_difference"]
+        assert table.loc["knn joint", (name, "seeds for ±2")] == knn["seeds_needed"]["2.0"]
+
+
 def test_testbed_table_reads_every_committed_testbed_summary():
     from i2md_lib.config import REPO_ROOT
 
