@@ -160,26 +160,32 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
         torch.set_num_threads(threads)
     cfg = variant_config(variant, profile, seed, overrides, base)
     folder = run_dir(suite, variant.name, seed, profile, runs_root)
+    path = result_path(profile, suite, variant.name, seed, out_root)
+    command = command or "python -m i2md_lib " + " ".join(map(shlex.quote, sys.argv[1:]))
+    code, created = git_commit(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    reused, steps_before = earlier_pretraining(path, cfg, folder) if variant.pretrain else (None, 0)
     start = time.perf_counter()
     model, history = pretrained_model(cfg, folder if variant.pretrain else None)
     final = dict(history[-1]) if history else {}
     last_epoch = last_epoch_means(history)
-    pretrain_seconds = time.perf_counter() - start
+    pretrain_seconds = round(time.perf_counter() - start, 1)
+    pretraining = reused or {"seconds": pretrain_seconds, "commit": code["commit"], "command": command,
+                             "created": created, "resumed_at_step": steps_before}
+    if reused and reused["seconds"] is not None:
+        pretrain_seconds = reused["seconds"]
     start = time.perf_counter()
     metrics = evaluate_model(model, cfg, protocols)
     record = {
         "suite": suite, "variant": variant.name, "label": variant.label or variant.name,
         "seed": seed, "profile": profile, "overrides": dict(variant.overrides),
         **({"base_overrides": dict(base)} if base else {}),
-        "command": command or "python -m i2md_lib " + " ".join(map(shlex.quote, sys.argv[1:])),
-        **git_commit(), "hardware": hardware(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "pretrain_seconds": round(pretrain_seconds, 1), "eval_seconds": round(time.perf_counter() - start, 1),
+        "command": command, **code, "hardware": hardware(), "created": created,
+        "pretrain_seconds": pretrain_seconds, "eval_seconds": round(time.perf_counter() - start, 1),
+        **({"pretraining": pretraining} if variant.pretrain else {}),
         "final_log_row": final, "last_epoch_log": last_epoch,
         "config": cfg.to_dict(), "config_digest": cfg.digest(),
         "metrics": metrics,
     }
-    path = result_path(profile, suite, variant.name, seed, out_root)
     if variant.pretrain and seed == CHAPTER_SEED and variant.name in CHAPTER_RUNS.get(suite, ()):
         save_chapter_state(path, cfg, model, folder, record)
     if seed == seeds_with_embedding(profile) and suite in EMBEDDING_SUITES:
@@ -188,6 +194,34 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
         atomic_write(embedding_path(path), lambda tmp: tmp.write_text(json.dumps(embedding)))
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=_jsonable)))
     return record
+
+
+def earlier_pretraining(result_file: Path, cfg: ExperimentConfig, folder: Path
+                        ) -> tuple[dict[str, Any] | None, int]:
+    """``(pretraining, steps)``: the steps the checkpoint in ``folder`` holds before this run, and
+    when its epochs are all of ``cfg``'s (a finished run, only evaluated again: say, with more label
+    draws), where its pretraining came from -- the ``pretraining`` entry of the result file it
+    replaces (the same pretraining config), or ``{"seconds": None, ...}`` when no such file is left.
+    ``None`` when this run trains (from scratch, or resuming an unfinished checkpoint)."""
+    from .checkpoint import checkpoint_path, load_checkpoint, pretraining_differences
+
+    ckpt = checkpoint_path(folder)
+    if not ckpt.is_file():
+        return None, 0
+    state = load_checkpoint(ckpt)
+    steps = int(state["step"])
+    if int(state["epoch"]) < cfg.pretrain.epochs:
+        return None, steps
+    try:
+        old = load_record(result_file)
+    except (FileNotFoundError, ValueError):
+        old = None
+    if old is None or pretraining_differences(old["config"], cfg.to_dict()):
+        return {"seconds": None, "reused": True,
+                "note": "a finished run folder of an earlier process, with no result file of it"}, steps
+    earlier = old.get("pretraining") or {key: old.get(key) for key in ("commit", "command", "created")} | {
+        "seconds": old["pretrain_seconds"], "resumed_at_step": None}
+    return {**earlier, "reused": True}, steps
 
 
 def last_epoch_means(history: Sequence[Mapping[str, float]]) -> dict[str, float]:

@@ -89,6 +89,29 @@ def test_seed_zero_stores_a_tsne_picture(tmp_path):
     assert len(emb["xy"]) == len(emb["labels"]) > 10 and len(emb["xy"][0]) == 2
 
 
+def test_a_run_evaluated_again_keeps_where_its_pretraining_came_from(tmp_path):
+    from i2md_lib.train import pretrain
+
+    kwargs = dict(out_root=tmp_path / "r", runs_root=tmp_path / "x", protocols=("knn",))
+    (first,) = experiments.run_suite("main", "smoke", seeds=[0], variants=["moco_joint"], **kwargs)
+    assert first["pretraining"] == {"seconds": first["pretrain_seconds"], "commit": first["commit"],
+                                    "command": first["command"], "created": first["created"], "resumed_at_step": 0}
+    # only the evaluation changes: the finished run folder is reused, and its record says so
+    (again,) = experiments.run_suite("main", "smoke", seeds=[0], variants=["moco_joint"],
+                                     overrides={"eval.knn_k": [1, 3]}, command="again", **kwargs)
+    assert again["command"] == "again" and again["config"]["eval"]["knn_k"] == [1, 3]
+    assert again["pretraining"] == {**first["pretraining"], "reused": True}
+    assert again["pretrain_seconds"] == first["pretrain_seconds"]
+    # a run resumed from an unfinished checkpoint records the step it started from
+    variant = experiments._variants("main", ["moco3"])[0]
+    cfg = experiments.variant_config(variant, "smoke", 0)
+    pretrain(cfg, experiments.run_dir("main", "moco3", 0, "smoke", tmp_path / "x"), progress=False, max_steps=3)
+    (resumed,) = experiments.run_suite("main", "smoke", seeds=[0], variants=["moco3"], **kwargs)
+    assert resumed["pretraining"]["resumed_at_step"] == 3 and "reused" not in resumed["pretraining"]
+    assert experiments.earlier_pretraining(tmp_path / "nowhere.json", cfg,
+                                           tmp_path / "x" / "smoke" / "main" / "moco3" / "seed0")[0]["seconds"] is None
+
+
 def test_trained_model_reuses_the_suite_run(tmp_path):
     runs = tmp_path / "runs"
     experiments.run_suite("main", "smoke", seeds=[0], variants=["moco3"], out_root=tmp_path / "r", runs_root=runs)
