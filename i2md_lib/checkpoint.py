@@ -135,10 +135,19 @@ EVAL_ONLY_SECTIONS: tuple[str, ...] = ("eval",)
 
 
 def pretraining_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """:func:`config_differences` that change the pretrained weights: without :data:`RUNTIME_KEYS`
-    and the keys of :data:`EVAL_ONLY_SECTIONS`."""
-    return {k: v for k, v in config_differences(old, new).items()
-            if k not in RUNTIME_KEYS and k.split(".")[0] not in EVAL_ONLY_SECTIONS}
+    """:func:`config_differences` that change the pretrained weights: without :data:`RUNTIME_KEYS`,
+    the keys of :data:`EVAL_ONLY_SECTIONS` and the keys ``new``'s method does not read."""
+    return {k: v for k, v in result_differences(old, new).items() if k.split(".")[0] not in EVAL_ONLY_SECTIONS}
+
+
+def result_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """:func:`config_differences` that change a run's results: without :data:`RUNTIME_KEYS` and the
+    pretraining keys ``new``'s method does not read (``config.unread_keys``; a change of method
+    is itself a difference)."""
+    from .config import unread_keys
+
+    ignored = RUNTIME_KEYS | unread_keys(new["pretrain"]["method"])
+    return {k: v for k, v in config_differences(old, new).items() if k not in ignored}
 
 
 def check_resume_config(path: Path, saved: Mapping[str, Any], cfg: ExperimentConfig,

@@ -456,6 +456,28 @@ class PretrainConfig:
         return self.method == "i2md"
 
 
+_CMD_KEYS = frozenset({"cmd_topk", "cmd_tau_teacher", "cmd_tau_student", "cmd_weight"})
+#: The pretraining keys only some methods read (``pretrain.<key>``). A method's runs are the same
+#: whatever the values of the others (``tests/test_methods.py`` trains every method with each key
+#: it does not read changed, and checks that weights, queues and log stay bit for bit the same),
+#: so a result or checkpoint stays current when only those change.
+METHOD_KEYS: dict[str, frozenset[str]] = {
+    "moco": frozenset({"modality"}),
+    "moco3": frozenset(),
+    "posmining": frozenset({"posmining_topk", "posmining_start_epoch"}),
+    "cmd": _CMD_KEYS,
+    "i2md": _CMD_KEYS | {"cluster_weight", "imd_weight", "imd_topk", "dna_max_neighbors", "dna_gate",
+                         "dna_zscore", "dna_threshold", "dna_margin", "dna_tau", "dna_space", "dna_warmup_epochs"},
+}
+
+
+def unread_keys(method: str) -> frozenset[str]:
+    """The dotted keys of :data:`METHOD_KEYS` that ``method`` never reads, e.g. ``pretrain.dna_zscore``
+    for ``moco3``."""
+    every = frozenset().union(*METHOD_KEYS.values())
+    return frozenset(f"pretrain.{key}" for key in every - METHOD_KEYS[method])
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Downstream protocols: linear, kNN, semi-supervised and fine-tuning."""

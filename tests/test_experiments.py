@@ -323,3 +323,20 @@ def test_testbed_table_reads_every_committed_testbed_summary():
         for name in ("kNN", "linear"):
             best = max(row[f"moco3 {name}"], row[f"cmd {name}"])
             assert row[f"gap {name}"] == pytest.approx(best - row[f"random_init {name}"])
+
+
+def test_another_methods_keys_do_not_make_a_result_stale():
+    from i2md_lib.checkpoint import pretraining_differences, result_differences
+
+    moco3 = experiments.variant_config(experiments._variants("main", ["moco3"])[0], "book", 0)
+    i2md = experiments.variant_config(experiments._variants("main", ["i2md"])[0], "book", 0)
+    weights = {"pretrain.cluster_weight": 0.5, "pretrain.imd_weight": 0.5}
+    assert experiments._same_config(moco3.to_dict(), moco3.replace(weights))
+    assert not experiments._same_config(i2md.to_dict(), i2md.replace(weights))
+    assert set(result_differences(i2md.to_dict(), i2md.replace(weights).to_dict())) == set(weights)
+    # a change of method is a difference, whatever the other keys
+    assert "pretrain.method" in pretraining_differences(moco3.to_dict(), i2md.to_dict())
+    # evaluation keys change results, not the pretrained weights
+    more = moco3.replace({"eval.semi_seeds": (0, 1, 2, 3)})
+    assert result_differences(moco3.to_dict(), more.to_dict()) and not pretraining_differences(
+        moco3.to_dict(), more.to_dict())

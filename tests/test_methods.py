@@ -171,3 +171,43 @@ def test_i2md_trains_and_its_loss_goes_down():
         opt.step()
         first = first if first is not None else float(terms["total"].detach())
     assert float(terms["total"]) < 0.6 * first
+
+
+#: A valid other value for every key of config.METHOD_KEYS.
+OTHER_VALUES = {
+    "modality": "motion", "posmining_topk": 2, "posmining_start_epoch": 1, "cmd_topk": 12,
+    "cmd_tau_teacher": 0.2, "cmd_tau_student": 0.3, "cmd_weight": 0.5, "cluster_weight": 0.5,
+    "imd_weight": 0.5, "imd_topk": 12, "dna_max_neighbors": 4, "dna_gate": "fixed", "dna_zscore": 1.0,
+    "dna_threshold": 0.3, "dna_margin": 0.2, "dna_tau": 0.3, "dna_space": "instance", "dna_warmup_epochs": 0,
+}
+
+
+def _trained(tmp_path, name: str, method: str, changes: dict) -> tuple[dict, list]:
+    from tests.test_train import tiny_arrays
+    from i2md_lib.models.pretrained import load_pretrained
+    from i2md_lib.train import pretrain
+
+    cfg = ExperimentConfig.for_profile("smoke", {"pretrain.method": method, "pretrain.epochs": 2,
+                                                 "pretrain.queue_size": 40, "pretrain.cmd_topk": 20,
+                                                 "pretrain.imd_topk": 20, "pretrain.lr_milestones": (1,),
+                                                 **{f"pretrain.{k}": v for k, v in changes.items()}})
+    log = pretrain(cfg, tmp_path / name, arrays=tiny_arrays(), progress=False)
+    return load_pretrained(tmp_path / name)[1].state_dict(), repr(log)    # repr: NaN entries compare equal
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_method_ignores_the_keys_it_does_not_read(tmp_path, method):
+    """config.METHOD_KEYS is what lets a result stay current when another method's keys change:
+    changing every key the method does not read leaves weights, queues and log bit for bit equal,
+    and changing the keys it reads does not."""
+    from i2md_lib.config import METHOD_KEYS, unread_keys
+
+    unread = {k.split(".", 1)[1] for k in unread_keys(method)}
+    assert unread | METHOD_KEYS[method] == set(OTHER_VALUES)
+    base_state, base_log = _trained(tmp_path, "base", method, {})
+    state, log = _trained(tmp_path, "unread", method, {k: OTHER_VALUES[k] for k in unread})
+    assert log == base_log
+    assert state.keys() == base_state.keys() and all(torch.equal(state[k], base_state[k]) for k in state)
+    if METHOD_KEYS[method]:
+        state, log = _trained(tmp_path, "read", method, {k: OTHER_VALUES[k] for k in METHOD_KEYS[method]})
+        assert log != base_log

@@ -104,3 +104,21 @@ def test_which_variants_run():
     assert testbed.chosen_variants("search", ["z2.0"]) == ["z2.0"]
     with pytest.raises(ValueError, match="unknown variants \\['z9'\\]"):
         testbed.chosen_variants("search", ["z9"])
+
+
+def test_design_v3_uses_the_winner_of_its_own_search():
+    """As the book profile adopts the winner of its search, testbed v3 adopts the winner of the
+    search run under it (validation split only), and that search stays current under the design."""
+    from i2md_lib import experiments, report
+    from i2md_lib.config import ExperimentConfig
+
+    folder = ROOT / "results" / "book" / "testbed_v3" / "val" / "book" / "search"
+    records = [experiments.load_record(p) for p in sorted(folder.glob("*/seed*.json"))]
+    assert {r["config"]["data"]["benchmark"] for r in records} == {"xsub_val"}
+    chosen = next(v for v in experiments.SUITES["search"] if v.name == report.search_choice(records))
+    design = ExperimentConfig.for_profile("book", testbed.V3_BOOK)
+    for key, value in chosen.overrides.items():
+        if key not in ("data.benchmark", "pretrain.method"):
+            section, name = key.split(".")
+            assert getattr(getattr(design, section), name) == value, key
+    assert not experiments.stale_runs("search", "book", (0, 1), out_root=folder.parents[1], base=testbed.V3_BOOK)
