@@ -479,7 +479,7 @@ def run_log(suite: str, variant: str, seed: int = 0, profile: str | None = None,
 
 def _matches(model_file: Path, cfg: ExperimentConfig) -> bool:
     """Whether ``model_file`` exists and was trained with ``cfg`` (keys that do not change the
-    weights aside: runtime keys and the evaluation section)."""
+    weights aside: :func:`checkpoint.pretraining_differences`)."""
     from .checkpoint import pretraining_differences
     from .models.pretrained import load_model_file
 

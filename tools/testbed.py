@@ -172,8 +172,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 def chosen_variants(suite: str, requested: Sequence[str] | None) -> list[str]:
     """The variants of ``suite`` to run, in the suite's order: ``requested`` (``["all"]``: every
-    one); by default the whole suite, but for ``main`` the three the summary reads (always
-    added to the main suite's)."""
+    one; default: the whole suite). For ``main`` the three the summary reads (:data:`VARIANTS`)
+    are always among them, and they are the default."""
     names = [v.name for v in experiments.SUITES[suite]]
     if requested == ["all"] or (requested is None and suite != "main"):
         requested = names
