@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 # torch is pinned in the install step (a CPU wheel on our machines); pyproject keeps a range.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install browser book test test-fast results results-v3 nbgrader clean
+.PHONY: install browser book test test-fast results results-v1 nbgrader clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,33 +34,27 @@ test: install browser
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 I2MD_PROFILE=smoke \
 	  $(PY) -m pytest -n 2 --dist loadfile tests book --nbval-lax --nbval-current-env
 
-# The precomputed book-profile tables (results/book/...): many hours on 2 CPU cores. First the
-# hyperparameter search on the validation benchmark, then the main suite and the ablations, each
-# with the seeds the noise budget asks for (i2md_lib.experiments.TARGET_SEEDS; the book shows the
-# committed ones, SUITE_SEEDS). Runs with a current result file are skipped, so an interrupted
+# The precomputed book-profile tables (results/book/...): many hours on 2 CPU cores. The book
+# profile is testbed v3 (data/README.md). First the hyperparameter search on the validation
+# benchmark, then the noise budget, then the main suite and the ablations, each with the seeds
+# the noise budget asks for (i2md_lib.experiments.TARGET_SEEDS; the book shows the committed
+# ones, SUITE_SEEDS). Runs with a current result file are skipped, so an interrupted
 # `make results` continues where it stopped. JOBS=1 leaves a core free.
 JOBS ?= 1
 results: install
 	OMP_NUM_THREADS=1 $(PY) -m i2md_lib experiments --suite search --profile book --target --jobs $(JOBS)
+	OMP_NUM_THREADS=1 $(PY) tools/noise_budget.py --profile book --semi-draws 10 \
+	  --methods random_init moco3 cmd --seeds 0 1 2 --eval-seeds 0 1 2 3 --pair cmd moco3 --jobs $(JOBS)
 	OMP_NUM_THREADS=1 $(PY) -m i2md_lib experiments --suite main --profile book --target --jobs $(JOBS)
 	OMP_NUM_THREADS=1 $(PY) -m i2md_lib experiments --suite ablation --profile book --target --jobs $(JOBS)
 
-# Testbed v3 (data/README.md): the design on the validation split, the hyperparameter search
-# under it (validation only), the noise budget, then the main suite and the ablations on the test
-# split (results/book/testbed_v3/), hours per seed on one core. The suites move to this testbed
-# once it holds the seeds the noise budget asks for; runs are cached per file.
-V3_SEEDS ?= 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15
-V3_RUNS  ?= runs/testbed_v3
-results-v3: install
-	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v3 --parts val --seeds 0 1 --jobs $(JOBS) --runs $(V3_RUNS)
-	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v3 --suite search --seeds 0 1 --jobs $(JOBS) --runs $(V3_RUNS)
-	OMP_NUM_THREADS=1 $(PY) tools/noise_budget.py --profile book --design v3 --semi-draws 10 \
-	  --methods random_init moco3 cmd --seeds 0 1 2 --eval-seeds 0 1 2 3 --pair cmd moco3 \
-	  --runs-dir $(V3_RUNS)/test --out results/book/testbed_v3/noise
-	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v3 --parts test --seeds $(V3_SEEDS) --jobs $(JOBS) \
-	  --runs $(V3_RUNS) --variants all
-# (the ablations follow with the switch: v3 adopted its search's DNA/IMD weights of 0.5, so the
-# ablation's weights_half row equals the reference there and must become a weights-1 row first)
+# The book before testbed v3 (results/book/testbed_v1/: version 1 without distortions, 40 epochs),
+# file by file under the design that restores it.
+results-v1: install
+	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v1 --suite search --seeds 0 1 --jobs $(JOBS)
+	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v1 --parts test --variants all --jobs $(JOBS) \
+	  --seeds 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15
+	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v1 --parts test --suite ablation --seeds 0 1 2 --jobs $(JOBS)
 
 test-fast: install
 	I2MD_PROFILE=smoke $(PY) -m pytest -x -q -m "not reader" tests

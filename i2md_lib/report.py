@@ -148,6 +148,27 @@ def interval_cells(table, digits: int = 1):
     return cell.unstack("metric")[list(dict.fromkeys(table.index.get_level_values("metric")))]
 
 
+#: The metrics on which a testbed must put an untrained encoder far below the pretrained ones.
+FLOOR_METRICS: tuple[str, ...] = ("knn joint", "linear joint")
+
+
+def floor_table(values, floor: str = "random_init", metrics: Sequence[str] = FLOOR_METRICS):
+    """How far the best method sits above the ``floor`` variant: per metric, the floor's and the
+    best variant's mean over seeds, which variant is best, and the gap (points). The paired
+    intervals are :func:`comparison_table` ``(best, floor)``. ``values``: :func:`headline_values`."""
+    import pandas as pd
+
+    means = values.groupby(level="variant", sort=False)[list(metrics)].mean()
+    rows = {}
+    for metric in metrics:
+        others = means[metric].drop(floor)
+        best = others.idxmax()
+        rows[metric] = {"untrained": means.loc[floor, metric], "best method": others[best],
+                        "best is": best, "gap": others[best] - means.loc[floor, metric]}
+    table = pd.DataFrame(rows).T[["untrained", "best method", "gap", "best is"]]
+    return table.astype({"untrained": float, "best method": float, "gap": float})
+
+
 #: What the hyperparameter search maximises: the mean of these validation metrics.
 SEARCH_METRICS: tuple[str, ...] = ("knn joint", "linear joint")
 

@@ -71,10 +71,11 @@ def test_choice_lists_match_the_modules_that_use_them():
 
 
 def test_one_replace_applies_all_its_keys_before_checking():
-    book = ExperimentConfig.for_profile("book")          # epochs 40, milestone 32
+    book = ExperimentConfig.for_profile("book")          # epochs 200, milestone 160
+    assert book.pretrain.lr_milestones == (160,)
     short = book.replace({"pretrain.lr_milestones": [8], "pretrain.epochs": 10})   # order does not matter
     assert (short.pretrain.epochs, short.pretrain.lr_milestones) == (10, (8,))
-    with pytest.raises(ValueError, match=r"pretrain.lr_milestones \[32\] must lie within pretrain.epochs \(10\)"):
+    with pytest.raises(ValueError, match=r"pretrain.lr_milestones \[160\] must lie within pretrain.epochs \(10\)"):
         book.replace({"pretrain.epochs": 10})
     nested = book.replace({"pretrain": {"queue_size": 16, "cmd_topk": 8, "imd_topk": 8}})
     assert nested.pretrain.queue_size == 16

@@ -254,7 +254,7 @@ def test_the_book_loads_every_run_it_shows():
             assert experiments._matches(experiments.model_file_path(path), cfg), f"{path}: no current model file"
             assert experiments.log_file_path(path).is_file(), f"{path}: no training log"
     assert set(experiments.SUITE_SEEDS["main"]) <= set(experiments.TARGET_SEEDS["main"])
-    assert len(experiments.SUITE_SEEDS["main"]) >= 5 and len(experiments.SUITE_SEEDS["ablation"]) >= 3
+    assert len(experiments.SUITE_SEEDS["main"]) >= 5 and len(experiments.TARGET_SEEDS["ablation"]) >= 3
 
 
 def test_last_epoch_means_skip_nan_and_earlier_epochs():
@@ -287,6 +287,31 @@ def test_claim_verdicts_and_dna_end_of_training_by_hand():
     assert table.loc["d", "purity, fixed top-k of the same size"] == pytest.approx(0.4)
 
 
+def test_floor_table_by_hand():
+    def record(variant, seed, knn, linear):
+        return {"variant": variant, "label": variant, "seed": seed, "metrics": [
+            {"protocol": "knn", "modality": "joint", "top1@k=1": knn},
+            {"protocol": "linear", "modality": "joint", "top1": linear}]}
+    records = [record("random_init", s, 50 + s, 60) for s in range(2)] + \
+        [record("a", s, 80, 70 + s) for s in range(2)] + [record("b", s, 70, 90) for s in range(2)]
+    table = report.floor_table(report.headline_values(records))
+    assert table.loc["knn joint", "best is"] == "a" and table.loc["knn joint", "gap"] == pytest.approx(29.5)
+    assert table.loc["linear joint", "best is"] == "b" and table.loc["linear joint", "gap"] == pytest.approx(30.0)
+    assert table.loc["linear joint", "untrained"] == 60
+
+
+def test_load_records_reads_a_suite_folder_in_seed_order(tmp_path):
+    for variant, seed in [("b", 10), ("b", 2), ("a", 0)]:
+        folder = tmp_path / variant
+        folder.mkdir(exist_ok=True)
+        (folder / f"seed{seed}.json").write_text(json.dumps({"variant": variant, "seed": seed, "metrics": []}))
+    (tmp_path / "a" / "seed0_tsne.json").write_text("{}")             # not a result file
+    assert [(r["variant"], r["seed"]) for r in experiments.load_records(tmp_path)] == [("a", 0), ("b", 2), ("b", 10)]
+    (tmp_path / "a" / "seed1.json").write_text("{")
+    with pytest.raises(ValueError, match="seed1.json"):
+        experiments.load_records(tmp_path)
+
+
 def test_noise_table_reads_the_committed_budget():
     from i2md_lib.config import REPO_ROOT
 
@@ -299,8 +324,8 @@ def test_noise_table_reads_the_committed_budget():
 def test_paired_budget_table_sets_committed_budgets_side_by_side():
     from i2md_lib.config import REPO_ROOT
 
-    files = {"v1": REPO_ROOT / "results" / "book" / "noise" / "noise_budget.json",
-             "v3": REPO_ROOT / "results" / "book" / "testbed_v3" / "noise" / "noise_budget.json"}
+    files = {"v1": REPO_ROOT / "results" / "book" / "testbed_v1" / "noise" / "noise_budget.json",
+             "v3": REPO_ROOT / "results" / "book" / "noise" / "noise_budget.json"}
     budgets = {name: json.loads(path.read_text()) for name, path in files.items()}
     table = report.paired_budget_table(budgets)
     assert list(table.index) == ["knn joint", "linear joint", "linear ensemble", "semi 1% joint"]
@@ -330,7 +355,7 @@ def test_another_methods_keys_do_not_make_a_result_stale():
 
     moco3 = experiments.variant_config(experiments._variants("main", ["moco3"])[0], "book", 0)
     i2md = experiments.variant_config(experiments._variants("main", ["i2md"])[0], "book", 0)
-    weights = {"pretrain.cluster_weight": 0.5, "pretrain.imd_weight": 0.5}
+    weights = {"pretrain.cluster_weight": 0.75, "pretrain.imd_weight": 0.25}     # the book's are 0.5
     assert experiments._same_config(moco3.to_dict(), moco3.replace(weights))
     assert not experiments._same_config(i2md.to_dict(), i2md.replace(weights))
     assert set(result_differences(i2md.to_dict(), i2md.replace(weights).to_dict())) == set(weights)

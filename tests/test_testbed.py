@@ -106,19 +106,23 @@ def test_which_variants_run():
         testbed.chosen_variants("search", ["z9"])
 
 
-def test_design_v3_uses_the_winner_of_its_own_search():
-    """As the book profile adopts the winner of its search, testbed v3 adopts the winner of the
-    search run under it (validation split only), and that search stays current under the design."""
-    from i2md_lib import experiments, report
+def test_the_book_profile_is_testbed_v3():
+    """The book adopted testbed v3 whole: the design adds nothing to the book profile."""
     from i2md_lib.config import ExperimentConfig
 
-    folder = ROOT / "results" / "book" / "testbed_v3" / "val" / "book" / "search"
-    records = [experiments.load_record(p) for p in sorted(folder.glob("*/seed*.json"))]
-    assert {r["config"]["data"]["benchmark"] for r in records} == {"xsub_val"}
-    chosen = next(v for v in experiments.SUITES["search"] if v.name == report.search_choice(records))
-    design = ExperimentConfig.for_profile("book", testbed.V3_BOOK)
-    for key, value in chosen.overrides.items():
-        if key not in ("data.benchmark", "pretrain.method"):
-            section, name = key.split(".")
-            assert getattr(getattr(design, section), name) == value, key
-    assert not experiments.stale_runs("search", "book", (0, 1), out_root=folder.parents[1], base=testbed.V3_BOOK)
+    assert ExperimentConfig.for_profile("book", testbed.V3_BOOK) == ExperimentConfig.for_profile("book")
+
+
+def test_design_v1_rebuilds_the_book_before_testbed_v3():
+    """The suites the book showed before it moved to testbed v3 stay current under ``--design v1``
+    (``results/book/testbed_v1``): version 1 stays reproducible, file by file."""
+    from i2md_lib import experiments
+
+    folder = ROOT / "results" / "book" / "testbed_v1"
+    kept = {"main": (folder / "test", range(16)), "ablation": (folder / "test", (0, 1, 2)),
+            "search": (folder / "val", (0, 1))}
+    for suite, (root, seeds) in kept.items():
+        assert not experiments.stale_runs(suite, "book", seeds, out_root=root,
+                                          overrides={} if suite == "search" else {"data.benchmark": "xsub"},
+                                          base=testbed.V1_BOOK), suite
+    assert experiments.stale_runs("main", "book", (0,), out_root=folder / "test")   # not under the book profile

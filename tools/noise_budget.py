@@ -17,8 +17,8 @@ seed in both, so what the seeds share cancels; (c) then counts only the clips on
 the two methods disagree). ``random_init`` has no pretraining: its "pretraining seed" is
 the seed of the random weights.
 
-    OMP_NUM_THREADS=1 python tools/noise_budget.py --profile book --methods random_init moco3 cmd \\
-        --seeds 0 1 2 --eval-seeds 0 1 2 3 --pair cmd moco3 --jobs 2 --out results/book/noise
+    OMP_NUM_THREADS=1 python tools/noise_budget.py --profile book --semi-draws 10 \\
+        --methods random_init moco3 cmd --seeds 0 1 2 --eval-seeds 0 1 2 3 --pair cmd moco3 --jobs 2
 
 writes ``noise_budget.json`` (command, config, commit, hardware, every number) and
 ``noise_budget.md`` (the tables). It refuses to run on a work tree with uncommitted
