@@ -165,8 +165,7 @@ def floor_table(values, floor: str = "random_init", metrics: Sequence[str] = FLO
         best = others.idxmax()
         rows[metric] = {"untrained": means.loc[floor, metric], "best method": others[best],
                         "best is": best, "gap": others[best] - means.loc[floor, metric]}
-    table = pd.DataFrame(rows).T[["untrained", "best method", "gap", "best is"]]
-    return table.astype({"untrained": float, "best method": float, "gap": float})
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["untrained", "best method", "gap", "best is"])
 
 
 #: What the hyperparameter search maximises: the mean of these validation metrics.

@@ -122,7 +122,5 @@ def test_design_v1_rebuilds_the_book_before_testbed_v3():
     kept = {"main": (folder / "test", range(16)), "ablation": (folder / "test", (0, 1, 2)),
             "search": (folder / "val", (0, 1))}
     for suite, (root, seeds) in kept.items():
-        assert not experiments.stale_runs(suite, "book", seeds, out_root=root,
-                                          overrides={} if suite == "search" else {"data.benchmark": "xsub"},
-                                          base=testbed.V1_BOOK), suite
+        assert not experiments.stale_runs(suite, "book", seeds, out_root=root, base=testbed.V1_BOOK), suite
     assert experiments.stale_runs("main", "book", (0,), out_root=folder / "test")   # not under the book profile
