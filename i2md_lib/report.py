@@ -142,10 +142,12 @@ def comparison_table(values, pairs: Sequence[tuple[str, str]] = LADDER,
 
 
 def interval_cells(table, digits: int = 1):
-    """:func:`comparison_table` as compact cells ``+1.2 [−0.3, +2.7]`` (comparisons x metrics)."""
+    """:func:`comparison_table` as compact cells ``+1.2 [−0.3, +2.7]`` (comparisons x metrics), the
+    comparisons and metrics in the table's order (the ladder reads from the bottom rung up)."""
     cell = table.apply(lambda r: (f"{r['difference']:+.{digits}f} [{r['low']:+.{digits}f}, {r['high']:+.{digits}f}]"
                                   if r["seeds"] >= 2 else "–"), axis=1)
-    return cell.unstack("metric")[list(dict.fromkeys(table.index.get_level_values("metric")))]
+    rows = list(dict.fromkeys(table.index.get_level_values("comparison")))
+    return cell.unstack("metric").reindex(rows)[list(dict.fromkeys(table.index.get_level_values("metric")))]
 
 
 #: The metrics on which a testbed must put an untrained encoder far below the pretrained ones.

@@ -198,6 +198,9 @@ def test_paired_comparisons_with_t_intervals_by_hand():
                                                       + (10 if r["variant"] == "a" else 0)}]} for r in records])
     assert report.verdict(report.paired(sure, "a", "b", "knn joint"), "a", "b") == "a > b"
     assert report.interval_cells(table).loc["a − b", "knn joint"].startswith("+2.3 [")
+    both_ways = report.interval_cells(report.comparison_table(values, [("b", "a"), ("a", "b")], ["knn joint"]))
+    assert list(both_ways.index) == ["b − a", "a − b"]          # the order asked for, not sorted
+    assert both_ways.loc["b − a", "knn joint"].startswith("-2.3 [")
 
 
 def test_the_search_never_sees_the_test_split():
