@@ -313,3 +313,33 @@ def dna_end_of_training(records: Sequence[Mapping[str, Any]]):
     frame = pd.DataFrame(rows)
     return frame.groupby("variant", sort=False)[list(columns)].mean().assign(
         seeds=frame.groupby("variant", sort=False).size())
+
+
+# -- streams that fail in pretraining -----------------------------------------------------------
+def stream_failures(records: Sequence[Mapping[str, Any]], modality: str = "motion", drop: float = 10.0):
+    """Runs whose ``modality`` stream failed: linear accuracy more than ``drop`` points under the
+    median of the same variant's runs. Per failed run: its linear and kNN accuracy on the stream,
+    the variant's median linear accuracy, the stream's InfoNCE loss over the last pretraining
+    epoch (``last_epoch_log``) and the highest such loss among the variant's runs that did not
+    fail. A failed stream whose loss tops all of theirs failed in pretraining, not in the
+    evaluation."""
+    import pandas as pd
+
+    values = headline_values(records)
+    linear, knn = f"linear {modality}", f"knn {modality}"
+    loss = pd.Series({(r["variant"], r["seed"]): (r.get("last_epoch_log") or {}).get(f"nce_{modality}", float("nan"))
+                      for r in records}, dtype=float)
+    loss.index.names = ["variant", "seed"]
+    rows = []
+    if linear not in values:
+        return pd.DataFrame(rows)
+    for variant, runs in values[linear].dropna().groupby(level="variant", sort=False):
+        median = runs.median()
+        failed = [seed for (_, seed), accuracy in runs.items() if accuracy < median - drop]
+        healthy = loss.loc[variant].drop(failed, errors="ignore")
+        for seed in failed:
+            rows.append({"variant": variant, "seed": seed, linear: runs.loc[(variant, seed)],
+                         f"median {linear}": median, knn: values.loc[(variant, seed), knn],
+                         f"InfoNCE {modality}, last epoch": loss.get((variant, seed), float("nan")),
+                         "highest of the healthy runs": healthy.max()})
+    return pd.DataFrame(rows).set_index(["variant", "seed"]) if rows else pd.DataFrame(rows)

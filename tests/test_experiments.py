@@ -368,3 +368,23 @@ def test_another_methods_keys_do_not_make_a_result_stale():
     more = moco3.replace({"eval.semi_seeds": (0, 1, 2, 3)})
     assert result_differences(moco3.to_dict(), more.to_dict()) and not pretraining_differences(
         moco3.to_dict(), more.to_dict())
+
+
+def test_stream_failures_finds_the_collapsed_motion_stream_and_its_loss():
+    def record(variant, seed, motion, loss):
+        return {"variant": variant, "seed": seed, "last_epoch_log": {"nce_motion": loss, "nce_joint": 4.0},
+                "metrics": [{"protocol": "linear", "modality": "motion", "top1": motion},
+                            {"protocol": "knn", "modality": "motion", "top1@k=1": motion - 1.0},
+                            {"protocol": "linear", "modality": "joint", "top1": 80.0}]}
+
+    records = [record("a", s, m, l) for s, (m, l) in enumerate([(76.0, 4.8), (40.0, 5.6), (78.0, 5.0), (75.0, 4.9),
+                                                                 (50.0, 5.4)])]
+    records += [record("b", s, m, 4.8) for s, m in enumerate([70.0, 72.0, 65.0])]   # 5 under its median: fine
+    failed = report.stream_failures(records)
+    assert list(failed.index) == [("a", 1), ("a", 4)]
+    assert failed.loc[("a", 1), "linear motion"] == 40.0 and failed.loc[("a", 1), "median linear motion"] == 75.0
+    assert failed.loc[("a", 1), "knn motion"] == 39.0
+    assert failed.loc[("a", 4), "InfoNCE motion, last epoch"] == 5.4
+    assert (failed["highest of the healthy runs"] == 5.0).all()      # the two failures left out
+    assert report.stream_failures(records, "joint").empty
+    assert report.stream_failures(records, drop=40.0).empty
