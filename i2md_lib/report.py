@@ -146,8 +146,15 @@ def interval_cells(table, digits: int = 1):
     comparisons and metrics in the table's order (the ladder reads from the bottom rung up)."""
     cell = table.apply(lambda r: (f"{r['difference']:+.{digits}f} [{r['low']:+.{digits}f}, {r['high']:+.{digits}f}]"
                                   if r["seeds"] >= 2 else "–"), axis=1)
-    rows = list(dict.fromkeys(table.index.get_level_values("comparison")))
-    return cell.unstack("metric").reindex(rows)[list(dict.fromkeys(table.index.get_level_values("metric")))]
+    return by_comparison(cell)
+
+
+def by_comparison(column):
+    """One column of :func:`comparison_table` (a Series indexed by comparison and metric) as a
+    comparisons x metrics frame, both in the order of the table (``unstack`` alone sorts them)."""
+    rows = list(dict.fromkeys(column.index.get_level_values("comparison")))
+    metrics = list(dict.fromkeys(column.index.get_level_values("metric")))
+    return column.unstack("metric").reindex(rows)[metrics]
 
 
 #: The metrics on which a testbed must put an untrained encoder far below the pretrained ones.

@@ -201,6 +201,8 @@ def test_paired_comparisons_with_t_intervals_by_hand():
     both_ways = report.interval_cells(report.comparison_table(values, [("b", "a"), ("a", "b")], ["knn joint"]))
     assert list(both_ways.index) == ["b − a", "a − b"]          # the order asked for, not sorted
     assert both_ways.loc["b − a", "knn joint"].startswith("-2.3 [")
+    assert list(report.by_comparison(report.comparison_table(values, [("b", "a"), ("a", "b")])["seeds"]).index) == \
+        ["b − a", "a − b"]
 
 
 def test_the_search_never_sees_the_test_split():
