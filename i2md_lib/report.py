@@ -334,12 +334,12 @@ def stream_failures(records: Sequence[Mapping[str, Any]], modality: str = "motio
 
     values = headline_values(records)
     linear, knn = f"linear {modality}", f"knn {modality}"
+    if linear not in values:
+        return pd.DataFrame()
     loss = pd.Series({(r["variant"], r["seed"]): (r.get("last_epoch_log") or {}).get(f"nce_{modality}", float("nan"))
                       for r in records}, dtype=float)
     loss.index.names = ["variant", "seed"]
     rows = []
-    if linear not in values:
-        return pd.DataFrame(rows)
     for variant, runs in values[linear].dropna().groupby(level="variant", sort=False):
         median = runs.median()
         failed = [seed for (_, seed), accuracy in runs.items() if accuracy < median - drop]
