@@ -126,7 +126,8 @@ def verdict(interval: stats.Interval | None, a: str, b: str) -> str:
 def comparison_table(values, pairs: Sequence[tuple[str, str]] = LADDER,
                      metrics: Sequence[str] = HEADLINE_METRICS, confidence: float = 0.95):
     """One row per (comparison, metric): the paired mean difference ``a - b`` (points), its
-    ``confidence`` Student-t interval and half-width, the number of seeds and the verdict."""
+    ``confidence`` Student-t interval and half-width, the standard deviation of the per-seed
+    differences (what :func:`stats.seeds_needed` sizes from), the number of seeds and the verdict."""
     import pandas as pd
 
     rows = []
@@ -137,6 +138,7 @@ def comparison_table(values, pairs: Sequence[tuple[str, str]] = LADDER,
                          "difference": iv.mean if iv else float("nan"),
                          "low": iv.low if iv else float("nan"), "high": iv.high if iv else float("nan"),
                          "half-width": iv.half_width if iv else float("nan"),
+                         "sd": iv.sd if iv else float("nan"),
                          "seeds": iv.n if iv else 0, "verdict": verdict(iv, a, b)})
     return pd.DataFrame(rows).set_index(["comparison", "metric"])
 

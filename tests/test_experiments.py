@@ -193,6 +193,7 @@ def test_paired_comparisons_with_t_intervals_by_hand():
     assert report.verdict(iv, "a", "b") == "undecided"          # 2.33 - 3.79 < 0
     table = report.comparison_table(values, [("a", "b")], ["knn joint", "linear joint"])
     assert table.loc[("a − b", "knn joint"), "seeds"] == 3
+    assert table.loc[("a − b", "knn joint"), "sd"] == pytest.approx(math.sqrt(7 / 3))
     assert table.loc[("a − b", "linear joint"), "verdict"] == "–"     # no such metric
     sure = report.headline_values([{**r, "metrics": [{**r["metrics"][0], "top1@k=1": r["metrics"][0]["top1@k=1"]
                                                       + (10 if r["variant"] == "a" else 0)}]} for r in records])
