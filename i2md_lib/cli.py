@@ -11,6 +11,7 @@ Commands::
     prepare-ntu  RAW_DIR OUT_DIR [--version ntu60|ntu120] [--benchmarks ...]
     prepare-pku  ROOT OUT_DIR [--version pku1|pku2] [--benchmarks ...]
     experiments  --suite main|ablation [--profile ...] [--seeds 0 1 2 | --target] [--variants ...] [--jobs N]
+    reproduce    RESULT_FILE [--runs DIR] [--output FILE]   (exit code 1 when a number differs)
 
 Errors (a bad config value or flag, a missing or malformed file) print one line
 ``error: <message>`` on stderr, naming the file or config key, and exit with code 2;
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_ntu_command(commands)
     add_prepare_pku_command(commands)
     add_experiments_command(commands)
+    add_reproduce_command(commands)
     for sub in commands.choices.values():   # --debug also after the command name
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                          help="show the Python traceback of an error")
@@ -360,3 +362,30 @@ def run_experiments(args: argparse.Namespace) -> int:
                                     rerun=args.rerun, overrides=dict(map(parse_set, args.overrides)), **kwargs)
     print(report.summary_table(records).to_string())
     return 0
+
+
+def add_reproduce_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "reproduce", help="re-run the run of one result file from scratch and compare its numbers")
+    parser.add_argument("result_file", type=Path, help="results/<profile>/<suite>/<variant>/seed<k>.json")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="where the fresh run folder goes (default: a temporary folder)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="also write the comparison (both commits and hardware, every value) as JSON")
+    parser.set_defaults(run=run_reproduce)
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    import json
+    import shlex
+
+    from .reproduce import reproduce, summary_lines
+    from .utils import atomic_write
+
+    report = reproduce(args.result_file, args.runs)
+    report["command"] = "python -m i2md_lib " + " ".join(map(shlex.quote, sys.argv[1:]))
+    print("\n".join(summary_lines(report)))
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.output, lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
+    return 0 if report["identical"] else 1

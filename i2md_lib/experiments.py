@@ -141,11 +141,35 @@ def git_commit() -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+#: Environment variables that change which CPU kernels torch and MKL run, hence how sums round.
+KERNEL_ENV_VARS: tuple[str, ...] = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR",
+                                    "MKL_DEBUG_CPU_TYPE", "ONEDNN_MAX_CPU_ISA")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware() -> dict[str, Any]:
+    """What ran a result: machine, CPU and the instruction set torch's kernels use
+    (``cpu_capability``: two CPUs with different ones round differently, so a run reproduces bit
+    for bit only where it matches), threads, versions, and any kernel-choosing variables set."""
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: None)()
     info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(), "cpu_capability": capability,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    kernel_env = {name: os.environ[name] for name in KERNEL_ENV_VARS if name in os.environ}
+    if kernel_env:
+        info["kernel_env"] = kernel_env
     return info
 
 

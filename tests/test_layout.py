@@ -26,8 +26,8 @@ LAYERS: list[tuple[str, list[str]]] = [
                                           "eval", "eval.*", "evaluate"]),
     ("training loop", ["train"]),
     ("pipelines", ["launch", "pipeline"]),
-    ("experiments and the book", ["experiments", "scaling", "report", "stats", "booktools", "plotting", "grading",
-                                  "hpsearch"]),
+    ("experiments and the book", ["experiments", "reproduce", "scaling", "report", "stats", "booktools",
+                                  "plotting", "grading", "hpsearch"]),
     ("command line", ["cli", "__main__"]),
 ]
 

@@ -1,0 +1,122 @@
+"""Re-run the run behind one result file and compare the numbers: does a committed result come back?
+
+A result file (``results/<profile>/<suite>/<variant>/seed<k>.json``, :mod:`.experiments`) holds the
+whole config of its run, the commit and the hardware that made it. :func:`reproduce` rebuilds that
+config, pretrains it from scratch in a fresh folder, evaluates it with the same protocols and
+compares every accuracy and the last training-log row with the file's.
+
+On the same code and the same CPU kernels a run is deterministic, so a faithful re-run gives the
+same numbers bit for bit. Floating-point sums are rounded differently by other kernels (another
+instruction set, see ``hardware["cpu_capability"]``, or another BLAS), and training amplifies such
+differences like a change of seed would: a re-run on another machine is a new sample of the run,
+not a check of it.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+#: Which evaluation protocol produced a metric row (``protocol`` field of a result file).
+PROTOCOL_OF_ROW = {"knn": "knn", "linear": "linear", "linear_fast": "linear", "semi": "semi"}
+#: Fields of a metric row that identify it; the accuracies are the fields starting with ``top``.
+ROW_KEYS = ("protocol", "modality", "fraction")
+
+
+def row_id(row: Mapping[str, Any]) -> str:
+    """``"knn joint"``, ``"semi joint 0.01"``: the name of one metric row of a result file."""
+    return " ".join(str(row[k]) for k in ROW_KEYS if row.get(k) is not None)
+
+
+def accuracies(metrics: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Every accuracy of a result file's metric rows, as ``{"<row> <field>": value}``."""
+    return {f"{row_id(row)} {key}": float(value) for row in metrics for key, value in row.items()
+            if key.startswith("top") and isinstance(value, (int, float))}
+
+
+def compare(then: Mapping[str, float], now: Mapping[str, float]) -> list[dict[str, Any]]:
+    """One row per name in ``then`` or ``now``: both values and ``now - then`` (NaN when one
+    side lacks the name)."""
+    rows = []
+    for name in list(dict.fromkeys([*then, *now])):
+        a, b = then.get(name, math.nan), now.get(name, math.nan)
+        rows.append({"name": name, "then": a, "now": b, "difference": b - a})
+    return rows
+
+
+def identical(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every compared value came back exactly (NaN in the same places counts as equal)."""
+    return all(r["then"] == r["now"] or (math.isnan(r["then"]) and math.isnan(r["now"])) for r in rows)
+
+
+def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> dict[str, Any]:
+    """Pretrain and evaluate again the run of ``result_file`` and compare.
+
+    The config comes from the file, not from today's suites, and must give the file's
+    ``config_digest`` with today's code (else ``ValueError`` naming the file). Pretraining starts
+    from scratch in a fresh folder under ``runs_root`` (a temporary folder by default), so no
+    checkpoint of the original run is reused.
+
+    Returns ``{"result_file", "then": {commit, dirty, hardware, created}, "now": {...},
+    "metrics": [rows of compare], "final_log_row": [rows of compare], "identical": bool}``.
+    """
+    import torch
+
+    from .config import ExperimentConfig
+    from .experiments import git_commit, hardware, load_record
+    from .pipeline import evaluate_model, pretrained_model
+
+    path = Path(result_file)
+    record = load_record(path)
+    try:
+        cfg = ExperimentConfig.from_dict(record["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its config cannot be rebuilt with this code ({e})") from e
+    if record.get("config_digest") and cfg.digest() != record["config_digest"]:
+        raise ValueError(f"{path}: this code turns its config into digest {cfg.digest()}, the file "
+                         f"records {record['config_digest']}; the run cannot be repeated as it was")
+    protocols = tuple(dict.fromkeys(PROTOCOL_OF_ROW[row["protocol"]] for row in record["metrics"]
+                                    if row.get("protocol") in PROTOCOL_OF_ROW))
+    trained = "pretraining" in record or bool(record.get("final_log_row"))
+    threads, before = (record.get("hardware") or {}).get("torch_threads"), torch.get_num_threads()
+    if runs_root is not None:
+        Path(runs_root).mkdir(parents=True, exist_ok=True)
+    try:
+        if threads:                       # reductions split over threads round differently
+            torch.set_num_threads(int(threads))
+        with tempfile.TemporaryDirectory(dir=runs_root) as folder:
+            model, history = pretrained_model(cfg, Path(folder) / "run" if trained else None)
+            metrics = evaluate_model(model, cfg, protocols)
+            now_hardware = hardware()
+    finally:
+        torch.set_num_threads(before)
+    final = {k: float(v) for k, v in (history[-1] if history else {}).items()}
+    then_final = {k: float(v) for k, v in (record.get("final_log_row") or {}).items()}
+    metric_rows, log_rows = compare(accuracies(record["metrics"]), accuracies(metrics)), compare(then_final, final)
+    return {
+        "result_file": str(path),
+        "then": {"commit": record.get("commit"), "dirty": record.get("dirty"),
+                 "hardware": record.get("hardware"), "created": record.get("created")},
+        "now": {**git_commit(), "hardware": now_hardware},
+        "protocols": list(protocols),
+        "metrics": metric_rows, "final_log_row": log_rows,
+        "identical": identical(metric_rows) and identical(log_rows),
+    }
+
+
+def summary_lines(report: Mapping[str, Any], limit: int = 12) -> list[str]:
+    """A short text account of :func:`reproduce`'s report: the verdict and the largest differences."""
+    rows = [r for r in [*report["metrics"], *report["final_log_row"]] if r["then"] != r["now"]]
+    lines = [f"{report['result_file']}: made at {str(report['then']['commit'])[:10]}, "
+             f"re-run at {str(report['now']['commit'])[:10]}"]
+    if report["identical"]:
+        lines.append(f"identical bit for bit: {len(report['metrics'])} accuracies and "
+                     f"{len(report['final_log_row'])} columns of the last log row")
+        return lines
+    lines.append(f"{len(rows)} of {len(report['metrics']) + len(report['final_log_row'])} values differ; "
+                 "the largest differences:")
+    rows.sort(key=lambda r: -abs(r["difference"]) if not math.isnan(r["difference"]) else -math.inf)
+    lines += [f"  {r['name']:40s} then {r['then']:10.4f}  now {r['now']:10.4f}  ({r['difference']:+.4f})"
+              for r in rows[:limit]]
+    return lines

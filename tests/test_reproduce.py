@@ -1,0 +1,78 @@
+"""Re-running a result file's run: the same numbers come back, and a changed number is caught."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from i2md_lib import experiments, reproduce
+from i2md_lib.cli import main
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduce")
+    experiments.run_suite("main", "smoke", seeds=[0], variants=["random_init", "moco3"],
+                          out_root=root / "results", runs_root=root / "runs")
+    return {v: experiments.result_path("smoke", "main", v, 0, root / "results") for v in ("random_init", "moco3")}
+
+
+def test_a_result_file_comes_back_bit_for_bit(smoke_results, tmp_path):
+    report = reproduce.reproduce(smoke_results["moco3"], tmp_path / "runs")
+    assert report["identical"], reproduce.summary_lines(report)
+    names = {r["name"] for r in report["metrics"]}
+    assert {"knn joint top1@k=1", "linear_fast ensemble top1", "semi joint 0.01 top1_mean"} <= names
+    assert {r["name"] for r in report["final_log_row"]} >= {"step", "nce_motion", "total"}
+    assert report["protocols"] == ["knn", "linear", "semi"]
+    assert report["now"]["hardware"]["cpu_capability"] == report["then"]["hardware"]["cpu_capability"]
+    assert list((tmp_path / "runs").iterdir()) == []          # the fresh run folder is removed
+    untrained = reproduce.reproduce(smoke_results["random_init"])
+    assert untrained["identical"] and untrained["final_log_row"] == []
+
+
+def test_a_changed_number_is_reported(smoke_results, tmp_path, capsys):
+    record = json.loads(smoke_results["moco3"].read_text())
+    knn_joint = next(r for r in record["metrics"] if r["protocol"] == "knn" and r["modality"] == "joint")
+    knn_joint["top1@k=1"] += 2.5
+    record["final_log_row"]["nce_motion"] += 0.125
+    changed = tmp_path / "seed0.json"
+    changed.write_text(json.dumps(record))
+    output = tmp_path / "check" / "reproduction.json"
+    assert main(["reproduce", str(changed), "--output", str(output)]) == 1
+    printed = capsys.readouterr().out
+    assert "2 of" in printed and "knn joint top1@k=1" in printed and "(-2.5000)" in printed
+    report = json.loads(output.read_text())
+    assert not report["identical"]
+    diff = {r["name"]: r["difference"] for r in report["metrics"] + report["final_log_row"] if r["difference"] != 0}
+    assert diff == pytest.approx({"knn joint top1@k=1": -2.5, "nce_motion": -0.125})
+    assert report["command"].startswith("python -m i2md_lib")
+
+
+def test_a_config_this_code_builds_differently_is_refused(smoke_results, tmp_path):
+    record = json.loads(smoke_results["moco3"].read_text())
+    record["config"]["pretrain"]["lr"] = 0.5                 # the digest still says the old config
+    changed = tmp_path / "seed0.json"
+    changed.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="seed0.json.*digest"):
+        reproduce.reproduce(changed)
+    record["config"]["pretrain"]["no_such_key"] = 1
+    changed.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="seed0.json.*cannot be rebuilt"):
+        reproduce.reproduce(changed)
+
+
+def test_compare_and_identical():
+    rows = reproduce.compare({"a": 1.0, "b": float("nan")}, {"a": 1.0, "b": float("nan"), "c": 2.0})
+    assert [r["name"] for r in rows] == ["a", "b", "c"]
+    assert reproduce.identical(rows[:2]) and not reproduce.identical(rows)
+
+
+def test_hardware_names_the_kernels(monkeypatch):
+    for name in experiments.KERNEL_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    info = experiments.hardware()
+    assert info["cpu_model"] and "kernel_env" not in info
+    import torch
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    assert experiments.hardware()["kernel_env"] == {"MKL_CBWR": "COMPATIBLE"}
