@@ -79,6 +79,7 @@ def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> d
     protocols = tuple(dict.fromkeys(PROTOCOL_OF_ROW[row["protocol"]] for row in record["metrics"]
                                     if row.get("protocol") in PROTOCOL_OF_ROW))
     trained = "pretraining" in record or bool(record.get("final_log_row"))
+    code = git_commit()                   # the code that runs, before it runs
     threads, before = (record.get("hardware") or {}).get("torch_threads"), torch.get_num_threads()
     if runs_root is not None:
         Path(runs_root).mkdir(parents=True, exist_ok=True)
@@ -98,7 +99,7 @@ def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> d
         "result_file": str(path),
         "then": {"commit": record.get("commit"), "dirty": record.get("dirty"),
                  "hardware": record.get("hardware"), "created": record.get("created")},
-        "now": {**git_commit(), "hardware": now_hardware},
+        "now": {**code, "hardware": now_hardware},
         "protocols": list(protocols),
         "metrics": metric_rows, "final_log_row": log_rows,
         "identical": identical(metric_rows) and identical(log_rows),
@@ -120,3 +121,28 @@ def summary_lines(report: Mapping[str, Any], limit: int = 12) -> list[str]:
     lines += [f"  {r['name']:40s} then {r['then']:10.4f}  now {r['now']:10.4f}  ({r['difference']:+.4f})"
               for r in rows[:limit]]
     return lines
+
+
+def reproduction_table(reports: Sequence[Mapping[str, Any]], headline: str = "knn joint top1@k=1"):
+    """One row per :func:`reproduce` report: the file, where and when it was made and re-run
+    (commit, date, the kernels' instruction set), how many values came back exactly, and the
+    ``headline`` accuracy then and now."""
+    import pandas as pd
+
+    def kernels(side: Mapping[str, Any]) -> str:
+        hw = side.get("hardware") or {}
+        env = ", ".join(f"{k}={v}" for k, v in (hw.get("kernel_env") or {}).items())
+        return (hw.get("cpu_capability") or "not recorded") + (f" ({env})" if env else "")
+
+    rows = []
+    for rep in reports:
+        values = [*rep["metrics"], *rep["final_log_row"]]
+        head = next((r for r in rep["metrics"] if r["name"] == headline), None)
+        rows.append({"result file": "/".join(Path(rep["result_file"]).parts[-2:]),
+                     "made at": f"{str(rep['then']['commit'])[:7]}, {str(rep['then']['created'])[:10]}",
+                     "made with": kernels(rep["then"]),
+                     "re-run at": str(rep["now"]["commit"])[:7], "re-run with": kernels(rep["now"]),
+                     "values equal": f"{sum(r['then'] == r['now'] for r in values)} of {len(values)}",
+                     f"{headline}, then": head["then"] if head else math.nan,
+                     f"{headline}, now": head["now"] if head else math.nan})
+    return pd.DataFrame(rows)

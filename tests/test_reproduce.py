@@ -76,3 +76,12 @@ def test_hardware_names_the_kernels(monkeypatch):
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
     assert experiments.hardware()["kernel_env"] == {"MKL_CBWR": "COMPATIBLE"}
+
+
+def test_reproduction_table(smoke_results):
+    same = reproduce.reproduce(smoke_results["random_init"])
+    table = reproduce.reproduction_table([same])
+    assert table.loc[0, "result file"] == "random_init/seed0.json"
+    assert table.loc[0, "values equal"] == f"{len(same['metrics'])} of {len(same['metrics'])}"
+    assert table.loc[0, "knn joint top1@k=1, then"] == table.loc[0, "knn joint top1@k=1, now"]
+    assert table.loc[0, "made with"] == table.loc[0, "re-run with"] != "not recorded"
