@@ -85,3 +85,17 @@ def test_reproduction_table(smoke_results):
     assert table.loc[0, "values equal"] == f"{len(same['metrics'])} of {len(same['metrics'])}"
     assert table.loc[0, "knn joint top1@k=1, then"] == table.loc[0, "knn joint top1@k=1, now"]
     assert table.loc[0, "made with"] == table.loc[0, "re-run with"] != "not recorded"
+
+
+def test_the_committed_reproduction_reports_are_sound():
+    from i2md_lib.config import REPO_ROOT
+
+    reports = sorted((REPO_ROOT / "results" / "book" / "reproduce").glob("*.json"))
+    assert reports, "chapter 6 shows results/book/reproduce"
+    for path in reports:
+        rep = json.loads(path.read_text())
+        assert (REPO_ROOT / rep["result_file"]).is_file(), path.name
+        assert rep["now"]["dirty"] is False and rep["now"]["hardware"]["cpu_capability"], path.name
+        assert rep["identical"] == reproduce.identical(rep["metrics"] + rep["final_log_row"]), path.name
+        then = experiments.load_record(REPO_ROOT / rep["result_file"])
+        assert reproduce.accuracies(then["metrics"]) == {r["name"]: r["then"] for r in rep["metrics"]}, path.name
