@@ -40,3 +40,18 @@ def test_notebook_uses_the_library_not_its_own_models(path: Path):
                      if c["cell_type"] == "code")
     assert "nn.Module)" not in code and "optimizer.step()" not in code
     assert "tqdm.auto" not in code
+
+
+def test_the_book_build_skips_the_environments_make_creates():
+    """``make nbgrader`` installs nbgrader, whose package ships test notebooks (one loops forever),
+    into a folder of the repository: ``make book`` after ``.ci/run`` must not execute them."""
+    import re
+
+    import yaml
+
+    makefile = (ROOT / "Makefile").read_text()
+    folders = re.findall(r"^(?:VENV|NBGRADER_VENV)\s*\?=\s*(\S+)", makefile, re.M)
+    assert sorted(folders) == [".venv", ".venv-nbgrader"]
+    excluded = yaml.safe_load((ROOT / "_config.yml").read_text())["exclude_patterns"]
+    for folder in folders:
+        assert f"{folder}/*" in excluded, folder
