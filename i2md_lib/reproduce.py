@@ -123,10 +123,11 @@ def summary_lines(report: Mapping[str, Any], limit: int = 12) -> list[str]:
     return lines
 
 
-def reproduction_table(reports: Sequence[Mapping[str, Any]], headline: str = "knn joint top1@k=1"):
+def reproduction_table(reports: Sequence[Mapping[str, Any]],
+                       accuracies_shown: Sequence[str] = ("knn joint top1@k=1",)):
     """One row per :func:`reproduce` report: the file, where and when it was made and re-run
-    (commit, date, the kernels' instruction set), how many values came back exactly, and the
-    ``headline`` accuracy then and now."""
+    (commit, date, the kernels' instruction set), how many values came back exactly, and each
+    accuracy of ``accuracies_shown`` then and now (NaN where the run has no such number)."""
     import pandas as pd
 
     def kernels(side: Mapping[str, Any]) -> str:
@@ -137,12 +138,15 @@ def reproduction_table(reports: Sequence[Mapping[str, Any]], headline: str = "kn
     rows = []
     for rep in reports:
         values = [*rep["metrics"], *rep["final_log_row"]]
-        head = next((r for r in rep["metrics"] if r["name"] == headline), None)
-        rows.append({"result file": "/".join(Path(rep["result_file"]).parts[-2:]),
-                     "made at": f"{str(rep['then']['commit'])[:7]}, {str(rep['then']['created'])[:10]}",
-                     "made with": kernels(rep["then"]),
-                     "re-run at": str(rep["now"]["commit"])[:7], "re-run with": kernels(rep["now"]),
-                     "values equal": f"{sum(r['then'] == r['now'] for r in values)} of {len(values)}",
-                     f"{headline}, then": head["then"] if head else math.nan,
-                     f"{headline}, now": head["now"] if head else math.nan})
+        by_name = {r["name"]: r for r in rep["metrics"]}
+        row = {"result file": "/".join(Path(rep["result_file"]).parts[-2:]),
+               "made at": f"{str(rep['then']['commit'])[:7]}, {str(rep['then']['created'])[:10]}",
+               "made with": kernels(rep["then"]),
+               "re-run at": str(rep["now"]["commit"])[:7], "re-run with": kernels(rep["now"]),
+               "values equal": f"{sum(r['then'] == r['now'] for r in values)} of {len(values)}"}
+        for name in accuracies_shown:
+            found = by_name.get(name)
+            row[f"{name}, then"] = found["then"] if found else math.nan
+            row[f"{name}, now"] = found["now"] if found else math.nan
+        rows.append(row)
     return pd.DataFrame(rows)

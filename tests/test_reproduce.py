@@ -99,3 +99,10 @@ def test_the_committed_reproduction_reports_are_sound():
         assert rep["identical"] == reproduce.identical(rep["metrics"] + rep["final_log_row"]), path.name
         then = experiments.load_record(REPO_ROOT / rep["result_file"])
         assert reproduce.accuracies(then["metrics"]) == {r["name"]: r["then"] for r in rep["metrics"]}, path.name
+
+
+def test_reproduction_table_shows_the_accuracies_asked_for(smoke_results):
+    untrained = reproduce.reproduce(smoke_results["random_init"])
+    table = reproduce.reproduction_table([untrained], ["knn motion top1@k=1", "no such accuracy"])
+    assert table.loc[0, "knn motion top1@k=1, then"] == table.loc[0, "knn motion top1@k=1, now"]
+    assert table[["no such accuracy, then", "no such accuracy, now"]].isna().all(axis=None)
