@@ -583,8 +583,15 @@ class ExperimentConfig:
 
     def digest(self) -> str:
         """A short stable hash of the whole config (cache keys, run names)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=list)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return config_digest(self.to_dict())
+
+
+def config_digest(d: Mapping[str, Any]) -> str:
+    """:meth:`ExperimentConfig.digest` of a config as :meth:`~ExperimentConfig.to_dict` wrote it
+    (say, into a result file): checks that a stored config is the one its digest was made from,
+    whatever fields the library has added since."""
+    blob = json.dumps(d, sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = ""):

@@ -45,16 +45,22 @@ def compare(then: Mapping[str, float], now: Mapping[str, float]) -> list[dict[st
     return rows
 
 
+def same(row: Mapping[str, Any]) -> bool:
+    """Whether one compared value came back exactly (NaN on both sides counts as equal)."""
+    return row["then"] == row["now"] or (math.isnan(row["then"]) and math.isnan(row["now"]))
+
+
 def identical(rows: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether every compared value came back exactly (NaN in the same places counts as equal)."""
-    return all(r["then"] == r["now"] or (math.isnan(r["then"]) and math.isnan(r["now"])) for r in rows)
+    """Whether every compared value came back exactly (:func:`same`)."""
+    return all(same(r) for r in rows)
 
 
 def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> dict[str, Any]:
     """Pretrain and evaluate again the run of ``result_file`` and compare.
 
-    The config comes from the file, not from today's suites, and must give the file's
-    ``config_digest`` with today's code (else ``ValueError`` naming the file). Pretraining starts
+    The config comes from the file, not from today's suites; it must be the config the file's
+    ``config_digest`` was made from (else ``ValueError`` naming the file), and fields the library
+    added since take the values such runs used (:meth:`ExperimentConfig.from_dict`). Pretraining starts
     from scratch in a fresh folder under ``runs_root`` (a temporary folder by default), so no
     checkpoint of the original run is reused.
 
@@ -63,7 +69,7 @@ def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> d
     """
     import torch
 
-    from .config import ExperimentConfig
+    from .config import ExperimentConfig, config_digest
     from .experiments import git_commit, hardware, load_record
     from .pipeline import evaluate_model, pretrained_model
 
@@ -73,9 +79,9 @@ def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> d
         cfg = ExperimentConfig.from_dict(record["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: its config cannot be rebuilt with this code ({e})") from e
-    if record.get("config_digest") and cfg.digest() != record["config_digest"]:
-        raise ValueError(f"{path}: this code turns its config into digest {cfg.digest()}, the file "
-                         f"records {record['config_digest']}; the run cannot be repeated as it was")
+    if record.get("config_digest") and config_digest(record["config"]) != record["config_digest"]:
+        raise ValueError(f"{path}: its config has digest {config_digest(record['config'])}, the file "
+                         f"records {record['config_digest']}; the config was changed after the run")
     protocols = tuple(dict.fromkeys(PROTOCOL_OF_ROW[row["protocol"]] for row in record["metrics"]
                                     if row.get("protocol") in PROTOCOL_OF_ROW))
     trained = "pretraining" in record or bool(record.get("final_log_row"))
@@ -108,7 +114,7 @@ def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> d
 
 def summary_lines(report: Mapping[str, Any], limit: int = 12) -> list[str]:
     """A short text account of :func:`reproduce`'s report: the verdict and the largest differences."""
-    rows = [r for r in [*report["metrics"], *report["final_log_row"]] if r["then"] != r["now"]]
+    rows = [r for r in [*report["metrics"], *report["final_log_row"]] if not same(r)]
     lines = [f"{report['result_file']}: made at {str(report['then']['commit'])[:10]}, "
              f"re-run at {str(report['now']['commit'])[:10]}"]
     if report["identical"]:
@@ -143,7 +149,7 @@ def reproduction_table(reports: Sequence[Mapping[str, Any]],
                "made at": f"{str(rep['then']['commit'])[:7]}, {str(rep['then']['created'])[:10]}",
                "made with": kernels(rep["then"]),
                "re-run at": str(rep["now"]["commit"])[:7], "re-run with": kernels(rep["now"]),
-               "values equal": f"{sum(r['then'] == r['now'] for r in values)} of {len(values)}"}
+               "values equal": f"{sum(map(same, values))} of {len(values)}"}
         for name in accuracies_shown:
             found = by_name.get(name)
             row[f"{name}, then"] = found["then"] if found else math.nan

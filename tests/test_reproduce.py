@@ -61,6 +61,20 @@ def test_a_config_this_code_builds_differently_is_refused(smoke_results, tmp_pat
         reproduce.reproduce(changed)
 
 
+def test_a_result_file_from_before_a_config_field_existed_is_repeated(smoke_results, tmp_path):
+    """Fields added since take the values such runs used (``config.LEGACY_DEFAULTS``): the run
+    is repeated, not refused because today's code would write a longer config."""
+    from i2md_lib.config import LEGACY_DEFAULTS, config_digest
+
+    record = json.loads(smoke_results["moco3"].read_text())
+    section, key = next(iter(LEGACY_DEFAULTS)).split(".")
+    del record["config"][section][key]                       # as an older library wrote it
+    record["config_digest"] = config_digest(record["config"])
+    older = tmp_path / "seed0.json"
+    older.write_text(json.dumps(record))
+    assert reproduce.reproduce(older)["identical"]
+
+
 def test_compare_and_identical():
     rows = reproduce.compare({"a": 1.0, "b": float("nan")}, {"a": 1.0, "b": float("nan"), "c": 2.0})
     assert [r["name"] for r in rows] == ["a", "b", "c"]
