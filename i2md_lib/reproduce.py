@@ -79,8 +79,9 @@ def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> d
         cfg = ExperimentConfig.from_dict(record["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: its config cannot be rebuilt with this code ({e})") from e
-    if record.get("config_digest") and config_digest(record["config"]) != record["config_digest"]:
-        raise ValueError(f"{path}: its config has digest {config_digest(record['config'])}, the file "
+    stored = config_digest(record["config"])
+    if record.get("config_digest") and stored != record["config_digest"]:
+        raise ValueError(f"{path}: its config has digest {stored}, the file "
                          f"records {record['config_digest']}; the config was changed after the run")
     protocols = tuple(dict.fromkeys(PROTOCOL_OF_ROW[row["protocol"]] for row in record["metrics"]
                                     if row.get("protocol") in PROTOCOL_OF_ROW))
