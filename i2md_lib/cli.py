@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_command(commands)
     add_prepare_ntu_command(commands)
     add_prepare_pku_command(commands)
+    add_prepare_msr_command(commands)
     add_experiments_command(commands)
     add_reproduce_command(commands)
     for sub in commands.choices.values():   # --debug also after the command name
@@ -259,7 +260,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from .evaluate import evaluate_encoders, results_table
     from .models.moco import encoders_for_eval
-    from .models.pretrained import load_pretrained
+    from .models.pretrained import check_same_layout, load_pretrained
     from .utils import atomic_write
 
     if launch_environment()["world_size"] > 1:
@@ -273,7 +274,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise ConfigArgumentError(f"evaluate --set takes eval.KEY=VALUE or data.KEY=VALUE, got {item!r}")
         overrides[key] = value
     try:
-        cfg = cfg.replace(overrides)
+        trained, cfg = cfg, cfg.replace(overrides)
+        check_same_layout(args.run_dir, trained, cfg)
     except ValueError as e:
         raise ConfigArgumentError(str(e)) from e
     encoders = encoders_for_eval(model)
@@ -324,6 +326,26 @@ def run_prepare_pku(args: argparse.Namespace) -> int:
     from .data.pku import prepare_pku
 
     prepare_pku(args.root, args.out_dir, args.version, args.benchmarks, progress=True, verbose=True)
+    return 0
+
+
+def add_prepare_msr_command(commands: argparse._SubParsersAction) -> None:
+    from .data.msr import BENCHMARKS, MAX_FRAMES  # no torch import
+
+    parser = commands.add_parser("prepare-msr",
+                                 help="MSR Action3D aAA_sSS_eEE_skeleton3D.txt files -> the CMD array layout")
+    parser.add_argument("raw_dir", type=Path, help="folder of aAA_sSS_eEE_skeleton3D.txt files")
+    parser.add_argument("out_dir", type=Path, help="output folder (then use it as data.root with data.dataset=msr)")
+    parser.add_argument("--benchmarks", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--max-frames", type=positive_int, default=MAX_FRAMES,
+                        help=f"stored frames per clip; longer clips are cut (default {MAX_FRAMES})")
+    parser.set_defaults(run=run_prepare_msr)
+
+
+def run_prepare_msr(args: argparse.Namespace) -> int:
+    from .data.msr import prepare_msr
+
+    prepare_msr(args.raw_dir, args.out_dir, args.benchmarks, args.max_frames, progress=True, verbose=True)
     return 0
 
 

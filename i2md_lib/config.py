@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .skeleton import LAYOUTS, NTU25, Layout
+
 PROFILES: tuple[str, ...] = ("smoke", "book", "full")
 DEFAULT_PROFILE = "book"
 
@@ -58,10 +60,25 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "ntu120": ("xsub", "xset"),
     "pku1": ("xsub", "xview"),
     "pku2": ("xsub", "xview"),
+    # MSR Action3D: cross-subject (odd subjects train), and xsub_val for every choice (training
+    # subjects only, one of them held out: data/msr.py)
+    "msr": ("xsub", "xsub_val"),
 }
 DATASETS: tuple[str, ...] = tuple(BENCHMARKS)
-#: Values per frame the encoders read: 25 joints x 3 coordinates x 2 bodies.
-FRAME_VALUES = 25 * 3 * 2
+#: The skeleton layout of each dataset (``i2md_lib.skeleton.LAYOUTS``).
+DATASET_LAYOUTS: dict[str, str] = {"synthetic": "ntu25", "ntu60": "ntu25", "ntu120": "ntu25",
+                                   "pku1": "ntu25", "pku2": "ntu25", "msr": "kinect_v1"}
+#: Values per frame the encoders read on the NTU layout: 25 joints x 3 coordinates x 2 bodies
+#: (another dataset's: ``DataConfig.layout.frame_values``).
+FRAME_VALUES = NTU25.frame_values
+#: Config values that follow the dataset's layout: when an override changes ``data.dataset``
+#: and does not set them itself, they take the new dataset's values (``ExperimentConfig.replace``).
+#: Joint corruption picks 15 of NTU's 25 joints in the CMD reference; 12 of 20 keeps the share.
+LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
+    name: {"encoder.input_size": layout.frame_values,
+           "augment.corrupt_joints": round(15 * layout.num_joints / NTU25.num_joints)}
+    for name, layout in LAYOUTS.items()
+}
 #: NTU RGB+D performer IDs are P001..P106 (the synthetic subjects take theirs).
 MAX_SUBJECTS = 106
 #: Seeds go to ``numpy.random.seed``, which takes 0 .. 2**32 - 1.
@@ -296,8 +313,8 @@ class SyntheticConfig:
 class DataConfig:
     """Which dataset and split to read, and the clip length the model sees."""
 
-    dataset: str = "synthetic"      # synthetic | ntu60 | ntu120 | pku1 | pku2
-    benchmark: str = "xsub"         # xsub | xview (NTU-60, synthetic) | xset (NTU-120)
+    dataset: str = "synthetic"      # synthetic | ntu60 | ntu120 | pku1 | pku2 | msr
+    benchmark: str = "xsub"         # xsub | xview (NTU-60, synthetic) | xset (NTU-120) | xsub_val (synthetic, msr)
     root: str | None = None         # folder of preprocessed arrays (real datasets)
     window: int = 64                # frames after temporal crop-resize
     max_frames: int = 300           # frames kept from each stored clip
@@ -316,6 +333,11 @@ class DataConfig:
         f.integer("num_workers", 0)
         f.section_of("synthetic", SyntheticConfig)
 
+    @property
+    def layout(self) -> Layout:
+        """The skeleton layout of the dataset (joints, bones, normalisation joints, bodies)."""
+        return LAYOUTS[DATASET_LAYOUTS[self.dataset]]
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -333,7 +355,7 @@ class AugmentConfig:
         low = f.number("crop_min_ratio", 0, 1, lo_open=True)
         high = f.number("crop_max_ratio", 0, 1, lo_open=True)
         f.number("p_joint_corruption", 0, 1)
-        f.integer("corrupt_joints", 0, 25)
+        f.integer("corrupt_joints", 0)      # at most the layout's joints (ExperimentConfig)
         f.number("p_zero_joints", 0, 1)
         f.number("shear_amplitude", 0)
         f.rule(low <= high, f"augment.crop_min_ratio ({low}) must be <= augment.crop_max_ratio ({high})")
@@ -344,7 +366,7 @@ class EncoderConfig:
     """The sequence encoder and its projection head."""
 
     kind: str = "bigru_cmd"         # bigru_cmd (reference-exact, both cells causal) | bigru (true bidirectional)
-    input_size: int = 150           # V * C * M = 25 * 3 * 2
+    input_size: int = 150           # V * C * M of the dataset's layout (NTU: 25 * 3 * 2)
     hidden_size: int = 1024
     num_layers: int = 3
     proj_hidden: int = 2048         # projection MLP: feature -> proj_hidden -> out_dim
@@ -540,9 +562,13 @@ class ExperimentConfig:
         for name, cls in (("data", DataConfig), ("augment", AugmentConfig), ("encoder", EncoderConfig),
                           ("pretrain", PretrainConfig), ("eval", EvalConfig)):
             f.section_of(name, cls)
-        f.rule(self.encoder.input_size == FRAME_VALUES,
-               f"encoder.input_size must be {FRAME_VALUES} (25 joints x 3 coordinates x 2 bodies per frame), "
-               f"got {self.encoder.input_size}")
+        layout = self.data.layout
+        f.rule(self.encoder.input_size == layout.frame_values,
+               f"encoder.input_size must be {layout.frame_values} for data.dataset={self.data.dataset!r}, "
+               f"layout {layout.describe()}, got {self.encoder.input_size}")
+        f.rule(self.augment.corrupt_joints <= layout.num_joints,
+               f"augment.corrupt_joints ({self.augment.corrupt_joints}) must be <= the {layout.num_joints} "
+               f"joints of data.dataset={self.data.dataset!r}")
 
     # -- construction -------------------------------------------------
     @classmethod
@@ -565,6 +591,12 @@ class ExperimentConfig:
         tree: dict[str, Any] = {}
         for key, value in overrides.items():
             _insert(tree, key, value)
+        dataset = tree.get("data", {}).get("dataset") if isinstance(tree.get("data"), _Section) else None
+        if isinstance(dataset, str) and dataset in DATASET_LAYOUTS:     # layout-bound values follow
+            for key, value in LAYOUT_DEFAULTS[DATASET_LAYOUTS[dataset]].items():
+                section, name = key.split(".")
+                if name not in tree.get(section, {}):
+                    _insert(tree, key, value)
         return _apply(self, tree, "")
 
     # -- serialisation -----------------------------------------------

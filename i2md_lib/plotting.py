@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .skeleton import BONES, JOINT_NAMES
+from .skeleton import Layout, layout_for_joints
 
 
 def use_book_renderer() -> None:
@@ -34,33 +34,43 @@ def use_book_renderer() -> None:
     pio.renderers.default = "plotly_mimetype+book"
 
 
-def _body_traces(frame: np.ndarray, color: str, name: str):
+def _layout_of(frame: np.ndarray, layout: Layout | None) -> Layout:
+    """``layout``, else the layout with as many joints as ``frame`` (..., V) has."""
+    layout = layout or layout_for_joints(frame.shape[-1])
+    if frame.shape[-1] != layout.num_joints:
+        raise ValueError(f"layout {layout.name} has {layout.num_joints} joints, the frame {frame.shape[-1]}")
+    return layout
+
+
+def _body_traces(frame: np.ndarray, color: str, name: str, layout: Layout | None = None):
     """Line segments of one body. ``frame``: (3, V) xyz of one frame."""
     import plotly.graph_objects as go
 
+    layout = _layout_of(frame, layout)
     xs, ys, zs = [], [], []
-    for child, parent in BONES:
+    for child, parent in layout.bones:
         for a in (child, parent):
             xs.append(frame[0, a]); ys.append(frame[1, a]); zs.append(frame[2, a])
         xs.append(None); ys.append(None); zs.append(None)
     bones = go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line=dict(color=color, width=5),
                          name=name, hoverinfo="skip")
     joints = go.Scatter3d(x=frame[0], y=frame[1], z=frame[2], mode="markers",
-                          marker=dict(size=3, color=color), text=list(JOINT_NAMES),
+                          marker=dict(size=3, color=color), text=list(layout.joint_names),
                           hoverinfo="text", showlegend=False)
     return [bones, joints]
 
 
 def skeleton_animation(clip: np.ndarray, num_frame: int | None = None, title: str = "",
-                       step: int = 2, up_axis: str = "z"):
+                       step: int = 2, up_axis: str = "z", layout: Layout | None = None):
     """Interactive animated 3D viewer of one clip (plotly), with a Play button and a slider.
 
     Args:
-        clip: ``(C=3, T, V=25, M)`` joint coordinates of one clip.
+        clip: ``(C=3, T, V, M)`` joint coordinates of one clip.
         num_frame: valid frames (default: all).
         step: show every ``step``-th frame (keeps the page small).
         up_axis: ``"z"`` for normalised clips (spine on +z), ``"y"`` for raw Kinect
             camera coordinates (y up).
+        layout: the skeleton (default: the one with ``V`` joints, ``skeleton.layout_for_joints``).
     """
     import plotly.graph_objects as go
 
@@ -76,7 +86,7 @@ def skeleton_animation(clip: np.ndarray, num_frame: int | None = None, title: st
     def traces(t: int):
         out = []
         for m in persons:
-            out += _body_traces(data[:, t, :, m], colors[m % len(colors)], f"body {m}")
+            out += _body_traces(data[:, t, :, m], colors[m % len(colors)], f"body {m}", layout)
         return out
 
     valid = data[:, :T][..., persons]
@@ -106,10 +116,11 @@ def skeleton_animation(clip: np.ndarray, num_frame: int | None = None, title: st
 
 
 def draw_skeleton_2d(ax, frame: np.ndarray, dims: Sequence[int] = (0, 2), color: str = "C0",
-                     alpha: float = 1.0, lw: float = 2.0) -> None:
-    """Draw one body of one frame on a matplotlib axis. ``frame``: (3, V)."""
+                     alpha: float = 1.0, lw: float = 2.0, layout: Layout | None = None) -> None:
+    """Draw one body of one frame on a matplotlib axis. ``frame``: (3, V); ``layout`` as in
+    :func:`skeleton_animation`."""
     a, b = dims
-    for child, parent in BONES:
+    for child, parent in _layout_of(frame, layout).bones:
         ax.plot([frame[a, child], frame[a, parent]], [frame[b, child], frame[b, parent]],
                 color=color, alpha=alpha, lw=lw)
     ax.scatter(frame[a], frame[b], s=8, color=color, alpha=alpha, zorder=3)

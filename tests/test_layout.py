@@ -16,8 +16,8 @@ PACKAGE = ROOT / "i2md_lib"
 #: Lowest first. A module may import modules of its own layer or of lower ones, never of a
 #: higher one, and the import graph (imports inside functions included) has no cycle.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("settings", ["config", ""]),
-    ("basics", ["utils", "skeleton", "exchange", "progress"]),
+    ("settings", ["skeleton", "config", ""]),
+    ("basics", ["utils", "exchange", "progress"]),
     ("data", ["data", "data.*"]),
     ("losses, encoders, files", ["losses", "losses.*", "dna", "imd", "models", "models.encoders",
                                  "models.gru_recurrence", "models.cmd_checkpoint", "checkpoint"]),

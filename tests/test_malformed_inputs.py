@@ -436,7 +436,7 @@ BAD_CONFIGS = {
     "data.mmap": ("maybe", "data.mmap must be true or false, got 'maybe'"),
     "data.synthetic.num_cameras": (4, "data.synthetic.num_cameras must be <= 3, got 4"),
     "augment.crop_min_ratio": (0, "augment.crop_min_ratio must be > 0, got 0.0"),
-    "augment.corrupt_joints": (30, "augment.corrupt_joints must be <= 25, got 30"),
+    "augment.corrupt_joints": (30, "augment.corrupt_joints (30) must be <= the 25 joints"),
     "eval.train_crop_range": ([0.9, 0.5], "eval.train_crop_range must be (low, high) with low <= high"),
     "eval.knn_k": ([], "eval.knn_k must hold at least one k"),
     "eval.val_fraction": (0.0, "eval.select_on='val' needs a validation split"),

@@ -75,9 +75,25 @@ def test_torch_is_differentiable():
 
 
 def test_bad_shapes():
-    with pytest.raises(ValueError, match="25-joint"):
+    with pytest.raises(ValueError, match="no skeleton layout has 17 joints"):
         to_bone(np.zeros((3, 4, 17, 2)))
+    with pytest.raises(ValueError, match="kinect_v1 need its 20 joints"):
+        to_bone(np.zeros((3, 4, 25, 2)), skeleton.KINECT_V1_20)
     with pytest.raises(ValueError, match=r"\(\.\.\., C, T, V, M\)"):
         to_motion(np.zeros((3, 4, 25)))
     with pytest.raises(TypeError):
         to_motion([[1.0]])
+
+
+@pytest.mark.parametrize("layout", list(skeleton.LAYOUTS.values()), ids=lambda l: l.name)
+def test_bone_of_each_layout(layout):
+    """Bones follow the layout of the joint axis: child minus parent, zero at the root, in
+    NumPy and torch alike, and the 20-joint layout is picked from the shape."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, layout.num_joints, layout.num_bodies)).astype(np.float32)
+    bone = to_bone(x)
+    for child, parent in layout.bones:
+        np.testing.assert_array_equal(bone[:, :, child], x[:, :, child] - x[:, :, parent])
+    assert not bone[:, :, layout.root].any()
+    np.testing.assert_array_equal(to_bone(torch.from_numpy(x)).numpy(), bone)
+    np.testing.assert_array_equal(to_modality(x, "bone", layout), bone)

@@ -176,16 +176,18 @@ def random_corruption(
     rng: np.random.Generator,
     num_joints: int = 15,
     p_zero: float = 0.5,
+    total_joints: int = skeleton.NUM_JOINTS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw a joint corruption: ``(joints (num_joints,), matrix (3, 3))``.
 
     With probability ``p_zero`` the matrix is zero (the joints are zeroed), else its
-    entries are ``U(-1, 1)``. The joints are distinct, drawn from the 25.
+    entries are ``U(-1, 1)``. The joints are distinct, drawn from the ``total_joints`` of the
+    layout (NTU's 25 by default).
     """
-    if not 0 <= num_joints <= skeleton.NUM_JOINTS:
-        raise ValueError(f"num_joints must be in [0, {skeleton.NUM_JOINTS}], got {num_joints}")
+    if not 0 <= num_joints <= total_joints:
+        raise ValueError(f"num_joints must be in [0, {total_joints}], got {num_joints}")
     zero = rng.random() < p_zero
-    joints = rng.choice(skeleton.NUM_JOINTS, size=num_joints, replace=False)
+    joints = rng.choice(total_joints, size=num_joints, replace=False)
     matrix = np.zeros((3, 3)) if zero else rng.uniform(-1.0, 1.0, size=(3, 3))
     return np.sort(joints), matrix.astype(np.float32)
 
@@ -207,7 +209,7 @@ def joint_corruption(
 ) -> np.ndarray:
     """Pick ``num_joints`` joints (same for all frames and bodies); zero them with
     probability ``p_zero``, else map their xyz by a random 3x3 matrix. (C, T, V, M) float32."""
-    joints, matrix = random_corruption(rng, num_joints, p_zero)
+    joints, matrix = random_corruption(rng, num_joints, p_zero, total_joints=clip.shape[2])
     return apply_corruption(clip, joints, matrix)
 
 
@@ -337,7 +339,7 @@ def augment_batch(
     # one spatial augmentation per clip, both written as "x_row @ matrix"
     corrupt = rand(n) < aug_cfg.p_joint_corruption                                 # (N,)
     zero = rand(n) < aug_cfg.p_zero_joints
-    ranks = rand(n, skeleton.NUM_JOINTS).argsort(dim=1).argsort(dim=1)
+    ranks = rand(n, x.shape[3]).argsort(dim=1).argsort(dim=1)                       # (N, V)
     picked = ranks < aug_cfg.corrupt_joints                                         # (N, V)
     corrupt_mats = torch.where(zero[:, None, None], 0.0, 2.0 * rand(n, 3, 3) - 1.0)
     amp = aug_cfg.shear_amplitude

@@ -39,6 +39,7 @@ _PREPARE_COMMAND = {
     "ntu120": "python -m i2md_lib prepare-ntu",
     "pku1": "python -m i2md_lib prepare-pku",
     "pku2": "python -m i2md_lib prepare-pku",
+    "msr": "python -m i2md_lib prepare-msr",
 }
 
 #: Folder names the CMD reference's data_gen uses where ours differ.
@@ -75,7 +76,7 @@ def load_arrays(data_cfg: DataConfig, part: str) -> SkeletonArrays:
         from .synthetic import synthetic_split  # lazy: generating data is not always needed
 
         return synthetic_split(data_cfg.synthetic, data_cfg.benchmark, part)
-    return store.load_split(_benchmark_folder(data_cfg), part, mmap=data_cfg.mmap)
+    return store.load_split(_benchmark_folder(data_cfg), part, mmap=data_cfg.mmap, layout=data_cfg.layout)
 
 
 def _benchmark_folder(data_cfg: DataConfig) -> Path:

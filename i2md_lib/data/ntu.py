@@ -32,12 +32,12 @@ from typing import Iterable, Sequence
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from ..skeleton import MAX_BODIES, NUM_JOINTS
+from ..skeleton import MAX_BODIES, NTU25, Layout
 from ..utils import atomic_write
 from .ntu_format import (VERSIONS, NtuNameError, SkeletonFormatError, in_version, is_training,
                          missing_samples, parse_name, read_skeleton)
 from .output_folder import staged_folder
-from .preprocess import pre_normalize, select_bodies, to_fixed_length
+from .preprocess import pre_normalize_layout, select_bodies, to_fixed_length
 from .store import PARTS, SkeletonArrays, save_split
 
 MAX_FRAMES = 300        # T of the CMD layout
@@ -98,15 +98,17 @@ class CmdSplitWriter:
     """Collects samples for several ``(benchmark, part)`` splits and saves them in the CMD layout.
 
     ``capacity[(benchmark, part)]`` bounds how many samples each split receives. Samples
-    are buffered raw, normalised ``chunk`` at a time with :func:`pre_normalize`, and copied
+    are buffered raw, normalised ``chunk`` at a time with :func:`pre_normalize` (the normalisation
+    joints of ``layout``; samples are ``(3, T, V, M)`` of that layout), and copied
     into one temporary ``.npy`` memory map per split; :meth:`finish` hands each split to
     :func:`save_split` and removes the temporary files.
     """
 
     def __init__(self, out_dir: Path, capacity: dict[tuple[str, str], int],
-                 max_frames: int = MAX_FRAMES, chunk: int = 64) -> None:
-        self.out_dir, self.max_frames, self.chunk = out_dir, max_frames, chunk
-        self.buffer = np.zeros((chunk, 3, max_frames, NUM_JOINTS, MAX_BODIES), dtype=np.float32)
+                 max_frames: int = MAX_FRAMES, chunk: int = 64, layout: Layout = NTU25) -> None:
+        self.out_dir, self.max_frames, self.chunk, self.layout = out_dir, max_frames, chunk, layout
+        joints, bodies = layout.num_joints, layout.num_bodies
+        self.buffer = np.zeros((chunk, 3, max_frames, joints, bodies), dtype=np.float32)
         self.pending: list[list[tuple[str, str]]] = []  # targets of each buffered sample
         self.maps: dict[tuple[str, str], np.ndarray] = {}
         self.meta: dict[tuple[str, str], tuple[list[str], list[int], list[int]]] = {}
@@ -114,7 +116,7 @@ class CmdSplitWriter:
         for key, n in capacity.items():
             folder = out_dir / key[0]
             folder.mkdir(parents=True, exist_ok=True)
-            shape = (n, 3, max_frames, NUM_JOINTS, MAX_BODIES)
+            shape = (n, 3, max_frames, joints, bodies)
             if n == 0:  # an empty file cannot be memory-mapped
                 self.maps[key] = np.zeros(shape, dtype=np.float32)
             else:
@@ -123,7 +125,7 @@ class CmdSplitWriter:
             self.meta[key] = ([], [], [])
 
     def add(self, sample: np.ndarray, name: str, label: int, targets: Sequence[tuple[str, str]]) -> int:
-        """Queue one ``(3, T, 25, 2)`` sample for ``targets``; returns the stored length."""
+        """Queue one ``(3, T, V, M)`` sample for ``targets``; returns the stored length."""
         for key in targets:
             if len(self.meta[key][0]) >= len(self.maps[key]):
                 raise ValueError(f"split {key} already holds its capacity of {len(self.maps[key])} samples")
@@ -143,7 +145,7 @@ class CmdSplitWriter:
         k = len(self.pending)
         if k == 0:
             return
-        normed = pre_normalize(self.buffer[:k])
+        normed = pre_normalize_layout(self.buffer[:k], self.layout)
         filled = {key: len(self.meta[key][0]) for key in self.maps}
         # rows of this chunk go to the end of each split, in order
         for key in self.maps:

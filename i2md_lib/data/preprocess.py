@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..skeleton import CENTER_JOINT, MAX_BODIES
+from ..skeleton import CENTER_JOINT, MAX_BODIES, NTU25, Layout
 
 #: joints whose bone is aligned: (from, to); the vector ``p[to] - p[from]`` is rotated onto the axis
-Z_BONE = (0, 1)   # spine base -> spine middle  onto +z
-X_BONE = (4, 8)   # left shoulder -> right shoulder onto +x (the reference's joint8 - joint4)
+Z_BONE = NTU25.z_bone   # spine base -> spine middle  onto +z
+X_BONE = NTU25.x_bone   # left shoulder -> right shoulder onto +x (the reference's joint8 - joint4)
 _TINY = 1e-6      # below this |axis|_1, |angle| or |v|_1 the reference uses the identity
 _CHUNK = 8        # samples normalised at once: temporaries stay small (no page faults)
 
@@ -105,6 +105,14 @@ def pre_normalize(data: np.ndarray, z_bone: tuple[int, int] = Z_BONE,
         rot_x = rotation_to(np.einsum("nij,nj->ni", rot_z, _bone(y, x_bone)), _X)  # x bone after rot_z
         out[start:start + _CHUNK] = _rotate(y, rot_x @ rot_z).transpose(0, 3, 2, 4, 1)
     return out
+
+
+def pre_normalize_layout(data: np.ndarray, layout: Layout) -> np.ndarray:
+    """:func:`pre_normalize` with the normalisation joints of ``layout`` (``skeleton.Layout``);
+    for NTU's layout the same as the defaults."""
+    if data.ndim == 5 and data.shape[3] != layout.num_joints:
+        raise ValueError(f"layout {layout.name} has {layout.num_joints} joints, got shape {data.shape}")
+    return pre_normalize(data, layout.z_bone, layout.x_bone, layout.center_joint)
 
 
 def pad_null_frames(data: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 One split ("train" or "val") of one benchmark folder is three files::
 
-    {part}_data_joint.npy   float32 (N, C=3, T, V=25, M=2); frames after num_frame are
+    {part}_data_joint.npy   float32 (N, C=3, T, V, M), V and M of the dataset's skeleton layout
+                            (NTU/PKU: 25 joints, 2 bodies; MSR Action3D: 20, 1); frames after num_frame are
                             padding (CMD repeats the clip there) and are never read
     {part}_num_frame.npy    int     (N,) valid frames of each clip
     {part}_label.pkl        pickle of (sample_names: list[str], labels: list[int], 0-based)
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..skeleton import LAYOUTS, Layout
 from ..utils import atomic_write
 
 PARTS = ("train", "val")
@@ -41,7 +43,7 @@ class SkeletonArrays:
     """One split in memory (``data`` may be a read-only memory map).
 
     Attributes:
-        data: ``(N, 3, T, 25, 2)`` float32 joint coordinates.
+        data: ``(N, 3, T, V, M)`` float32 joint coordinates (NTU: ``V=25, M=2``).
         num_frame: ``(N,)`` int64 number of valid frames per clip.
         labels: ``(N,)`` int64 0-based class indices.
         names: ``N`` sample names (e.g. ``S001C002P003R002A013``).
@@ -139,8 +141,11 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
-def load_split(folder: str | Path, part: str, mmap: bool = True) -> SkeletonArrays:
+def load_split(folder: str | Path, part: str, mmap: bool = True, layout: Layout | None = None) -> SkeletonArrays:
     """Load ``part`` from ``folder``; ``mmap`` maps the big array instead of reading it.
+
+    With ``layout``, the joints and bodies of the array must be the layout's; without, the joints
+    must be those of some known layout (25 or 20).
 
     Raises:
         FileNotFoundError: a file is missing (the message names it).
@@ -155,8 +160,9 @@ def load_split(folder: str | Path, part: str, mmap: bool = True) -> SkeletonArra
         data = np.load(paths["data"], mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError) as e:
         raise DataFormatError(f"{paths['data']}: not a readable .npy array ({e})") from e
-    if data.ndim != 5 or data.shape[1] != 3 or data.shape[3] != 25:
-        raise DataFormatError(f"{paths['data']}: expected shape (N, 3, T, 25, M), got {data.shape}")
+    if data.ndim != 5 or data.shape[1] != 3:
+        raise DataFormatError(f"{paths['data']}: expected shape (N, 3, T, V, M), got {data.shape}")
+    _check_layout_shape(paths["data"], data.shape, layout)
     if data.dtype.kind != "f":
         raise DataFormatError(f"{paths['data']}: expected float coordinates, got dtype {data.dtype}")
     num_frame = _read_frame_counts(paths["num_frame"])
@@ -171,6 +177,19 @@ def load_split(folder: str | Path, part: str, mmap: bool = True) -> SkeletonArra
     num_frame = np.clip(num_frame, 1, data.shape[2])  # PKU quirk: stored length may exceed T
     check_finite(paths["data"], data, num_frame, names)
     return SkeletonArrays(data, num_frame, labels, names)
+
+
+def _check_layout_shape(path: Path, shape: tuple[int, ...], layout: Layout | None) -> None:
+    """Refuse an array whose joint (and, with ``layout``, body) count is not the layout's."""
+    if layout is None:
+        known = sorted({l.num_joints for l in LAYOUTS.values()})
+        if shape[3] not in known:
+            raise DataFormatError(f"{path}: {shape[3]} joints per body (shape {shape}); the known skeleton "
+                                  f"layouts have {' or '.join(map(str, known))}")
+        return
+    if (shape[3], shape[4]) != (layout.num_joints, layout.num_bodies):
+        raise DataFormatError(f"{path}: expected shape (N, 3, T, {layout.num_joints}, {layout.num_bodies}) "
+                              f"for the {layout.name} layout, got {shape}")
 
 
 def _read_frame_counts(path: Path) -> np.ndarray:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..config import EncoderConfig
+from ..skeleton import LAYOUTS
 from .gru_recurrence import gru_recurrence
 
 #: Prefixes of the reference ``BIGRU`` module's state dict (``moco/GRU.py``).
@@ -115,9 +116,11 @@ class SequenceEncoder(nn.Module):
         """``x (N, C, T, V, M)`` float -> representation ``(N, feature_dim)``."""
         frames = flatten_frames(x)  # (N, T, V*C*M)
         if frames.shape[-1] != self.input_size:
+            layouts = [l.describe() for l in LAYOUTS.values() if l.frame_values == self.input_size]
             raise ValueError(
-                f"{type(self).__name__} expects V*C*M = {self.input_size} features per frame, "
-                f"got {frames.shape[-1]} from input shape {tuple(x.shape)}"
+                f"{type(self).__name__} expects V*C*M = {self.input_size} features per frame"
+                f"{' (layout ' + layouts[0] + ')' if layouts else ''}, got {frames.shape[-1]} from input "
+                f"shape {tuple(x.shape)}: an encoder runs only on the skeleton layout it was built for"
             )
         if frames.shape[1] == 0:
             raise ValueError(f"{type(self).__name__} got a clip with 0 frames: {tuple(x.shape)}")

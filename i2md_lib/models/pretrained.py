@@ -61,6 +61,16 @@ def load_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def check_same_layout(source: str | Path, trained: ExperimentConfig, wanted: ExperimentConfig) -> None:
+    """Refuse to use a model trained on one skeleton layout with data of another: ``ValueError``
+    naming ``source`` (the run's file), both datasets and both layouts."""
+    have, want = trained.data.layout, wanted.data.layout
+    if have != want:
+        raise ValueError(f"{source}: the model was trained on data.dataset={trained.data.dataset!r}, layout "
+                         f"{have.describe()}; data.dataset={wanted.data.dataset!r} has layout "
+                         f"{want.describe()}: use data of the layout the model was trained on")
+
+
 def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ExperimentConfig, MoCo]:
     """``(cfg, model)`` from a run folder, a checkpoint file or a model file; the model is in eval mode.
 

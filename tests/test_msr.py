@@ -1,0 +1,190 @@
+"""MSR Action3D: the 20-joint Kinect v1 layout, ``prepare-msr`` on files in the release's exact
+format (quirks included, written by the tests), and the library end to end on 20-joint data.
+Nothing here reads a real copy of the dataset."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from i2md_lib import skeleton
+from i2md_lib.cli import main
+from i2md_lib.config import ConfigError, ExperimentConfig
+from i2md_lib.data import msr
+from i2md_lib.data.datasets import load_arrays
+from i2md_lib.data.modalities import to_bone
+from i2md_lib.data.store import DataFormatError, load_split
+
+K = skeleton.KINECT_V1_20
+
+
+def frame_lines(rng, frames: int, joints: int = 20) -> list[str]:
+    xyz = rng.uniform(-1, 3, (frames * joints, 3))
+    return [f"{x:.6f} {y:.6f} {z:.6f} {c:.6f}" for (x, y, z), c in zip(xyz, rng.uniform(0, 1, frames * joints))]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("msr")
+    msr.write_msr_corpus(root / "raw", subjects=10, max_frames=30)
+    report = msr.prepare_msr(root / "raw", root / "out")
+    return root, report
+
+
+def test_layout_tree_and_normalisation_joints():
+    assert K.num_joints == 20 and K.num_bodies == 1 and K.frame_values == 60
+    assert K.joint_names[K.root] == "neck" and len(K.bones) == 19
+    names = K.joint_names
+    for child, parent in K.bones:            # left joints hang on left joints, right on right
+        for side in ("left", "right"):
+            if names[child].startswith(side) and names[parent].split()[0] in ("left", "right"):
+                assert names[parent].startswith(side)
+    assert [names[j] for j in K.x_bone] == ["left shoulder", "right shoulder"]
+    assert [names[j] for j in K.z_bone] == ["hip centre", "spine"] and names[K.center_joint] == "spine"
+    for j, m in enumerate(K.mirror):
+        assert names[m] == names[j].replace("left", "@").replace("right", "left").replace("@", "right")
+    # the fixture map sends every Kinect v1 joint to the NTU joint of the same name
+    ntu = skeleton.NTU25.joint_names
+    same = {"hip centre": "spine base", "spine": "spine middle", "neck": "spine shoulder"}
+    for v1, n in zip(names, msr.NTU_JOINT_OF_KINECT_V1):
+        assert ntu[n] == same.get(v1, v1)
+
+
+def test_ntu_layout_is_the_old_constants():
+    assert skeleton.NTU25.bones == skeleton.BONES and skeleton.NTU25.root == skeleton.ROOT_JOINT == 20
+    assert skeleton.NTU25.frame_values == 150 and skeleton.NTU25.x_bone == (4, 8)
+    with pytest.raises(ValueError, match="exactly one root"):
+        skeleton.Layout("bad", ("a", "b"), ((0, 0), (1, 1)), 0, (0, 1), (0, 1), (0, 1), 1)
+
+
+def test_names_and_reader(tmp_path):
+    assert msr.parse_msr_name("a13_s09_e02_skeleton3D.txt") == msr.MsrName(13, 9, 2)
+    for bad in ("a21_s01_e01_skeleton3D.txt", "a01_s00_e01_skeleton3D.txt", "a1_s01_e01_skeleton3D.txt"):
+        with pytest.raises(ValueError):
+            msr.parse_msr_name(bad)
+    rng = np.random.default_rng(0)
+    lines = frame_lines(rng, 3)
+    path = tmp_path / "a01_s01_e01_skeleton3D.txt"
+    path.write_text("\n".join(lines[:20] + ["", "   "] + lines[20:]) + "\n\n")
+    frames = msr.read_msr_skeleton(path)
+    assert frames.shape == (3, 20, 4)
+    np.testing.assert_allclose(frames[1, 0], [float(v) for v in lines[20].split()])
+
+
+@pytest.mark.parametrize("damage, line, problem", [
+    (lambda ls: ls.__setitem__(7, "0.1 0.2 0.3"), 8, "expected 4 numbers"),
+    (lambda ls: ls.__setitem__(4, "0.1 0.2 nan 1.0"), 5, "non-finite"),
+    (lambda ls: ls.__setitem__(2, "0.1 abc 0.3 1.0"), 3, "not a number"),
+    (lambda ls: ls.pop(), 39, "do not make whole frames"),
+])
+def test_malformed_file_is_one_line_naming_file_and_line(tmp_path, damage, line, problem, capsys):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    lines = frame_lines(np.random.default_rng(1), 2)
+    damage(lines)
+    bad = raw / "a02_s03_e01_skeleton3D.txt"
+    bad.write_text("\n".join(lines) + "\n")
+    (raw / "a01_s01_e01_skeleton3D.txt").write_text("\n".join(frame_lines(np.random.default_rng(2), 2)) + "\n")
+    with pytest.raises(msr.MsrFormatError, match=problem) as err:
+        msr.read_msr_skeleton(bad)
+    assert str(err.value).startswith(f"{bad}:{line}: ")
+    out = tmp_path / "out"
+    assert main(["prepare-msr", str(raw), str(out)]) == 2
+    message = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "it/s]" not in ln]  # no bars
+    assert len(message) == 1 and message[0].startswith(f"error: {bad}:{line}: ")
+    assert not out.exists()                  # nothing half-written
+
+
+def test_empty_folder_and_folders_named_like_files(tmp_path):
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(ValueError, match="no MSR Action3D skeleton file"):
+        msr.prepare_msr(tmp_path / "raw", tmp_path / "out")
+    (tmp_path / "raw" / "a01_s01_e01_skeleton3D.txt").mkdir()
+    (tmp_path / "raw" / "a01_s02_e01_skeleton3D.txt").write_text("\n".join(frame_lines(np.random.default_rng(3), 2)))
+    report = msr.prepare_msr(tmp_path / "raw", tmp_path / "out", benchmarks=["xsub"])
+    assert [s.reason.split(":")[0] for s in report.skipped] == ["a folder, not a file"]
+    assert report.split_sizes == {"xsub": {"train": 0, "val": 1}}
+    with pytest.raises(FileNotFoundError, match="not found"):
+        msr.prepare_msr(tmp_path / "nowhere", tmp_path / "out")
+
+
+def test_prepare_writes_splits_and_names_every_skipped_clip(corpus):
+    root, report = corpus
+    assert report.files_seen == 100 and report.samples_written == 99
+    assert [(s.path.split("/")[-1], s.reason.split(":")[0]) for s in report.skipped] == [
+        ("a02_s01_e01_skeleton3D.txt", "no skeleton")]
+    saved = json.loads((root / "out" / "prepare_report.json").read_text())
+    assert saved["skipped"][0]["reason"].startswith("no skeleton: all")
+    train, test = (load_split(root / "out" / "xsub", p, layout=K) for p in ("train", "val"))
+    assert train.data.shape[1:] == (3, msr.MAX_FRAMES, 20, 1)
+    subject = lambda names: {int(n[5:7]) for n in names}  # noqa: E731
+    assert subject(train.names) == {1, 3, 5, 7, 9} and subject(test.names) == {2, 4, 6, 8, 10}
+    vtrain, vval = (load_split(root / "out" / "xsub_val", p, layout=K) for p in ("train", "val"))
+    assert subject(vtrain.names) == {1, 3, 5, 7} and subject(vval.names) == {msr.VAL_SUBJECT}
+    assert train.num_frame.min() == 13                 # the shortest clip is kept, not padded away
+    assert all(int(n[1:3]) - 1 == label for n, label in zip(train.names, train.labels))
+    # normalised with the layout's joints: spine at the origin, shoulders along +x
+    first = np.asarray(train.data[:, :, 0, :, 0])                                   # (N, 3, V)
+    np.testing.assert_allclose(first[:, :, K.center_joint], 0, atol=1e-5)
+    shoulders = first[:, :, K.x_bone[1]] - first[:, :, K.x_bone[0]]
+    np.testing.assert_allclose(shoulders[:, 1:], 0, atol=1e-5)
+    assert (shoulders[:, 0] > 0).all()
+    with pytest.raises(DataFormatError, match=r"expected shape \(N, 3, T, 25, 2\) for the ntu25 layout"):
+        load_split(root / "out" / "xsub", "train", layout=skeleton.NTU25)
+
+
+def test_config_follows_the_dataset_layout(corpus):
+    root, _ = corpus
+    cfg = ExperimentConfig.for_profile("smoke", {"data.dataset": "msr", "data.root": str(root / "out")})
+    assert cfg.data.layout is K and cfg.encoder.input_size == 60 and cfg.augment.corrupt_joints == 12
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+    back = cfg.replace({"data.dataset": "ntu60"})
+    assert back.encoder.input_size == 150 and back.augment.corrupt_joints == 15
+    with pytest.raises(ConfigError, match="encoder.input_size must be 60 for data.dataset='msr'"):
+        ExperimentConfig.for_profile("smoke", {"data.dataset": "msr", "encoder.input_size": 150})
+    with pytest.raises(ConfigError, match="corrupt_joints \\(21\\) must be <= the 20 joints"):
+        cfg.replace({"augment.corrupt_joints": 21})
+    with pytest.raises(ConfigError, match="benchmark"):
+        cfg.replace({"data.benchmark": "xview"})
+    arrays = load_arrays(cfg.data, "train")
+    bones = to_bone(torch.from_numpy(np.array(arrays.data[:4])))
+    assert not bones[:, :, :, K.root].any()
+
+
+def test_pretrain_evaluate_and_refuse_another_layout(corpus, tmp_path, capsys):
+    """Every method trains on 20-joint data; its run cannot be evaluated on 25-joint data."""
+    root, _ = corpus
+    base = ["--profile", "smoke", "--set", "data.dataset=msr", "--set", f"data.root={root / 'out'}",
+            "--no-progress"]
+    for method in ("moco3", "i2md"):
+        assert main(["pretrain", "--method", method, "--run-dir", str(tmp_path / method), *base]) == 0
+    assert main(["evaluate", "--run-dir", str(tmp_path / "i2md"), "--protocols", "knn", "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "i2md" / "eval_results.json").read_text())
+    assert {r["modality"] for r in rows} == {"joint", "motion", "bone", "ensemble"}
+    capsys.readouterr()
+    assert main(["evaluate", "--run-dir", str(tmp_path / "i2md"), "--set", "data.dataset=synthetic",
+                 "--protocols", "knn", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layout kinect_v1" in err[0] and str(tmp_path / "i2md") in err[0]
+
+
+def test_plots_draw_twenty_joints(corpus):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from i2md_lib.plotting import draw_skeleton_2d, skeleton_animation
+
+    root, _ = corpus
+    clip = np.asarray(load_split(root / "out" / "xsub", "train", layout=K).data[0])      # (3, T, 20, 1)
+    fig = skeleton_animation(clip, num_frame=10, step=5)
+    assert len(fig.data[0].x) == 3 * len(K.bones)        # child, parent, gap per bone
+    assert list(fig.data[1].text) == list(K.joint_names)
+    _, ax = plt.subplots()
+    draw_skeleton_2d(ax, clip[:, 0, :, 0])
+    assert len(ax.lines) == len(K.bones)
+    plt.close("all")
+    with pytest.raises(ValueError, match="ntu25 has 25 joints"):
+        draw_skeleton_2d(ax, clip[:, 0, :, 0], layout=skeleton.NTU25)
