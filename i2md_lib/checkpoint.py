@@ -109,9 +109,10 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 
 # -- configs ----------------------------------------------------------------------
-#: Keys that may differ on resume without being asked for: they do not change the maths.
+#: Keys that may differ on resume without being asked for: they do not change the maths
+#: (``data.root`` is where the prepared arrays lie: moving them moves no number).
 RUNTIME_KEYS: frozenset[str] = frozenset({"pretrain.device", "data.num_workers", "data.mmap",
-                                           "encoder.recurrence"})
+                                           "encoder.recurrence", "data.root"})
 
 
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:

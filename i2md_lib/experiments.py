@@ -323,7 +323,8 @@ def tsne_embedding(encoder, modality: str, cfg: ExperimentConfig, max_points: in
     keep.sort()
     feats, labels = feats[keep], np.asarray(labels)[keep]
     feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-    xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(feats)
+    perplexity = min(30, len(feats) - 1)      # 30 unless the split is tiny (a fixture's)
+    xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=perplexity).fit_transform(feats)
     return {"modality": modality, "xy": np.round(xy, 3).tolist(), "labels": labels.tolist()}
 
 

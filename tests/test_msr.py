@@ -188,3 +188,23 @@ def test_plots_draw_twenty_joints(corpus):
     plt.close("all")
     with pytest.raises(ValueError, match="ntu25 has 25 joints"):
         draw_skeleton_2d(ax, clip[:, 0, :, 0], layout=skeleton.NTU25)
+
+
+def test_study_tool_runs_the_suite_on_msr_files(corpus, tmp_path):
+    """tools/msr_study.py at smoke scale on fixture files: one result file per variant and seed,
+    recording the MSR config, the setting and the validation benchmark."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tools"))
+    import msr_study
+
+    root, _ = corpus
+    records = msr_study.main(["--part", "val", "--setting", "reference", "--profile", "smoke", "--allow-dirty",
+                              "--variants", "random_init", "cmd", "--set", f"data.root={root / 'out'}",
+                              "--out", str(tmp_path / "results"), "--runs", str(tmp_path / "runs")])
+    assert [r["variant"] for r in records] == ["random_init", "cmd"]
+    cfg = records[1]["config"]
+    assert cfg["data"]["dataset"] == "msr" and cfg["data"]["benchmark"] == "xsub_val"
+    assert cfg["encoder"]["input_size"] == 60 and cfg["pretrain"]["lr"] == 0.01
+    assert cfg["pretrain"]["momentum"] == 0.999 and cfg["pretrain"]["queue_size"] == 128   # the MSR sizes
+    assert (tmp_path / "results" / "val" / "reference" / "smoke" / "main" / "cmd" / "seed0.json").is_file()
