@@ -352,3 +352,34 @@ def stream_failures(records: Sequence[Mapping[str, Any]], modality: str = "motio
                          f"InfoNCE {modality}, last epoch": loss.get((variant, seed), float("nan")),
                          "highest of the healthy runs": healthy.max()})
     return pd.DataFrame(rows).set_index(["variant", "seed"]) if rows else pd.DataFrame(rows)
+
+
+def stream_checks(records: Sequence[Mapping[str, Any]]):
+    """The failed-stream detector (``diagnostics.stream_learning``) on every run: one row per
+    (variant, seed) with each stream's share of the best stream's InfoNCE gain and the streams that
+    failed (a pandas DataFrame; runs without a last-epoch log, such as random init, are left out)."""
+    import pandas as pd
+
+    from .diagnostics import stream_learning
+
+    rows = []
+    for r in records:
+        log = r.get("last_epoch_log") or {}
+        nce = {key[4:]: value for key, value in log.items() if key.startswith("nce_")}
+        if not nce:
+            continue
+        check = stream_learning(nce, int(r["config"]["pretrain"]["queue_size"]))
+        rows.append({"variant": r["variant"], "seed": r["seed"],
+                     **{f"share {s}": c["share"] for s, c in check.items()},
+                     "failed": " ".join(s for s, c in check.items() if c["failed"])})
+    frame = pd.DataFrame(rows)
+    return frame.set_index(["variant", "seed"]) if rows else frame
+
+
+def failure_counts(records: Sequence[Mapping[str, Any]]):
+    """Per variant: runs checked and runs with at least one failed stream (:func:`stream_checks`)."""
+    checks = stream_checks(records)
+    if checks.empty:
+        return checks
+    failed = checks["failed"] != ""
+    return failed.groupby(level="variant", sort=False).agg(runs="size", failed="sum")

@@ -96,3 +96,36 @@ def test_dna_stats_count_variation_and_fixed_topk_purity_of_the_same_size():
     none = diag.dna_stats({"bone": Selection(index, torch.zeros(2, 4), torch.zeros_like(selected))},
                           torch.tensor([0, 3]), queue_clips, labels)
     assert math.isnan(none["dna_count_cv_bone"].item()) and none["dna_neighbors_bone"].item() == 0
+
+
+def test_failed_stream_detector():
+    """A stream whose InfoNCE fell by less than 0.6 of the best stream's fall (from ln(K+1)) failed;
+    a single stream, or a NaN one, is never called failed."""
+    import math
+
+    from i2md_lib.diagnostics import stream_learning
+
+    chance = math.log(513)
+    check = stream_learning({"joint": chance - 2.0, "motion": chance - 1.1, "bone": chance - 1.9}, 512)
+    assert [s for s, c in check.items() if c["failed"]] == ["motion"]
+    assert check["motion"]["share"] == pytest.approx(0.55) and check["joint"]["share"] == 1.0
+    healthy = stream_learning({"joint": chance - 2.0, "motion": chance - 1.3, "bone": chance - 1.9}, 512)
+    assert not any(c["failed"] for c in healthy.values())
+    assert not stream_learning({"joint": chance - 0.01}, 512)["joint"]["failed"]
+    assert set(stream_learning({"joint": 4.0, "motion": float("nan")}, 512)) == {"joint"}
+
+
+def test_failure_counts_per_variant():
+    import math
+
+    from i2md_lib import report
+
+    def record(variant, seed, motion):
+        log = {"nce_joint": math.log(65) - 2.0, "nce_motion": math.log(65) - motion, "nce_bone": math.log(65) - 2.0}
+        return {"variant": variant, "seed": seed, "last_epoch_log": log, "config": {"pretrain": {"queue_size": 64}}}
+
+    records = [record("a", 0, 0.5), record("a", 1, 1.9), record("b", 0, 1.8),
+               {"variant": "r", "seed": 0, "last_epoch_log": {}, "config": {"pretrain": {"queue_size": 64}}}]
+    counts = report.failure_counts(records)
+    assert counts.loc["a"].tolist() == [2, 1] and counts.loc["b"].tolist() == [1, 0] and "r" not in counts.index
+    assert report.stream_checks(records).loc[("a", 0), "failed"] == "motion"

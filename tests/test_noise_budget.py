@@ -71,3 +71,28 @@ def test_semi_draws_average_as_the_suite_does(report):
     assert measured["values"]["semi1_joint"][0] == pytest.approx(semi["top1_mean"])
     assert measured["correct"]["semi1_joint"].shape[0] == 1
     assert 100 * measured["correct"]["semi1_joint"][0].mean() == pytest.approx(semi["top1_mean"])
+
+
+def test_the_tools_import_no_circle():
+    """tools/testbed.py and tools/noise_budget.py share tools/run_records.py; neither is imported by
+    the modules it imports (noise_budget reads testbed's designs, testbed no longer reads noise_budget)."""
+    import ast
+    from pathlib import Path
+
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    local = {p.stem for p in tools.glob("*.py")}
+    graph = {}
+    for path in tools.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in local:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name in local}
+        graph[path.stem] = found
+
+    def reaches(start: str, goal: str, seen=()) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph[start])
+
+    assert not [name for name in graph if reaches(name, name)]
+    assert "run_records" in graph["testbed"] and "noise_budget" not in graph["testbed"]

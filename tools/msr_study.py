@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from i2md_lib import experiments  # noqa: E402
 from i2md_lib.config import runs_root  # noqa: E402
-from noise_budget import dirty_paths  # noqa: E402
+from run_records import recorded_command, require_clean  # noqa: E402
 
 #: Where the prepared arrays live (relative to the repository root, which the tool runs from).
 DATA_ROOT = "data/msr"
@@ -89,17 +88,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from i2md_lib.cli import parse_set
 
     torch.set_num_threads(1)
-    dirty = dirty_paths()
-    if dirty and not args.allow_dirty:
-        raise SystemExit(f"uncommitted changes in {dirty}: commit first (results must name their code)")
+    require_clean(args.allow_dirty)
     os.chdir(ROOT)                       # data.root is relative to the repository
     extra = dict(map(parse_set, args.extra))
     if args.raw:
         from i2md_lib.data.msr import prepare_msr
 
         prepare_msr(args.raw, extra.get("data.root", DATA_ROOT), verbose=True)
-    command = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} " + shlex.join(
-        ["python", "tools/msr_study.py", *(sys.argv[1:] if argv is None else argv)])
+    command = recorded_command("tools/msr_study.py", argv)
     out = Path(args.out or ROOT / "results" / "msr") / args.part / args.setting
     runs = Path(args.runs or runs_root() / "msr") / args.part / args.setting
     overrides = {**SETTINGS[args.setting], "data.benchmark": PARTS[args.part], **extra}

@@ -30,9 +30,6 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
-import os
-import shlex
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -43,8 +40,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
 from i2md_lib import experiments, stats  # noqa: E402
+from run_records import recorded_command, require_clean  # noqa: E402
 from i2md_lib.config import ExperimentConfig, runs_root  # noqa: E402
 
 #: name -> (protocol, stream) of the headline numbers.
@@ -55,13 +54,6 @@ METRICS: dict[str, tuple[str, str]] = {
     "semi1_joint": ("semi", "joint"),           # 1 % labels, one label-subset draw per evaluation seed
 }
 SEMI_FRACTION = 0.01
-
-
-def dirty_paths(paths: Sequence[str] = ("i2md_lib", "tools")) -> list[str]:
-    """Tracked files with uncommitted changes under ``paths`` (empty when clean)."""
-    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths],
-                         cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
-    return [line[3:] for line in out.splitlines() if line.strip()]
 
 
 def method_config(method: str, profile: str, seed: int, base: dict[str, Any] | None = None) -> ExperimentConfig:
@@ -258,9 +250,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    dirty = dirty_paths()
-    if dirty and not args.allow_dirty:
-        raise SystemExit(f"uncommitted changes in {dirty}: commit first (results must name their code)")
+    dirty = require_clean(args.allow_dirty)
     if len(args.seeds) < 2 or len(args.eval_seeds) < 2:
         raise SystemExit("need at least 2 pretraining seeds and 2 evaluation seeds")
     pair = tuple(args.pair) if all(m in args.methods for m in args.pair) else None
@@ -295,8 +285,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     any_run = next(iter(next(iter(measured.values())).values()))
     report = {
         "tool": "tools/noise_budget.py", "profile": profile,
-        "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} "
-                   + shlex.join(["python", "tools/noise_budget.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": recorded_command("tools/noise_budget.py", argv),
         **code, "dirty_paths": dirty, "hardware": experiments.hardware(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seeds": list(args.seeds), "eval_seeds": list(args.eval_seeds), "methods": list(args.methods),

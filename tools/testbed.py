@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -44,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from i2md_lib import experiments  # noqa: E402
 from i2md_lib.config import runs_root  # noqa: E402
-from noise_budget import dirty_paths  # noqa: E402
+from run_records import recorded_command, require_clean  # noqa: E402
 
 #: Version-2 data at book size: 39 subjects (26 train / 13 test, xsub_val: 20 / 6), one
 #: take per subject, camera and class; 15 pretraining epochs (the clips are 4x v1's).
@@ -251,14 +249,11 @@ def main(argv: Sequence[str] | None = None, design: str | None = None,
     from i2md_lib.cli import parse_set
 
     torch.set_num_threads(1)
-    dirty = dirty_paths()
-    if dirty and not args.allow_dirty:
-        raise SystemExit(f"uncommitted changes in {dirty}: commit first (results must name their code)")
+    dirty = require_clean(args.allow_dirty)
     code = experiments.git_commit()
     extra = dict(map(parse_set, args.extra))
     overrides = {**DESIGNS[design][0], **extra}
-    command = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} " + shlex.join(
-        ["python", tool, *(sys.argv[1:] if argv is None else argv)])
+    command = recorded_command(tool, argv)
     out, started = Path(args.out), time.perf_counter()
     try:
         variants = chosen_variants(args.suite, args.variants)
