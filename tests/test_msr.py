@@ -208,3 +208,18 @@ def test_study_tool_runs_the_suite_on_msr_files(corpus, tmp_path):
     assert cfg["encoder"]["input_size"] == 60 and cfg["pretrain"]["lr"] == 0.01
     assert cfg["pretrain"]["momentum"] == 0.999 and cfg["pretrain"]["queue_size"] == 128   # the MSR sizes
     assert (tmp_path / "results" / "val" / "reference" / "smoke" / "main" / "cmd" / "seed0.json").is_file()
+
+
+def test_study_tool_on_the_synthetic_testbed(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import msr_study
+
+    records = msr_study.main(["--testbed", "synthetic", "--part", "val", "--setting", "m0.999", "--profile",
+                              "smoke", "--allow-dirty", "--variants", "moco3", "--out", str(tmp_path / "r"),
+                              "--runs", str(tmp_path / "runs")])
+    cfg = records[0]["config"]
+    assert cfg["data"]["dataset"] == "synthetic" and cfg["data"]["benchmark"] == "xsub_val"
+    assert cfg["pretrain"]["momentum"] == 0.999 and cfg["pretrain"]["lr"] == 0.05

@@ -1,4 +1,5 @@
-"""Real recordings: the book's methods on MSR Action3D (Li, Zhang and Liu, CVPR Workshops 2010).
+"""Real recordings: the book's methods on MSR Action3D (Li, Zhang and Liu, CVPR Workshops 2010),
+and the optimisation and training-length study on both testbeds.
 
 Runs the main suite's variants (``experiments.SUITES["main"]``) on MSR Action3D with the settings of
 :data:`MSR_BOOK` (overrides on top of the ``book`` profile) and, optionally, one of the studied
@@ -14,6 +15,9 @@ train, even subjects test), once the settings are fixed. The prepared arrays mus
 repository) -- or pass ``--raw RAW`` and this tool prepares them first.
 
     OMP_NUM_THREADS=1 python tools/msr_study.py --part val --seeds 0 1 2 --variants moco3 cmd i2md
+
+``--testbed synthetic`` runs the same settings on the synthetic testbed v3 (the ``book`` profile as
+it is, its validation benchmark ``xsub_val``), writing under ``results/book/study/``.
 
 It refuses to run on uncommitted changes under ``i2md_lib/`` or ``tools/`` (``--allow-dirty`` for tests).
 """
@@ -66,11 +70,14 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "long4x": {"pretrain.epochs": 800, "pretrain.lr_milestones": (640,)},
 }
 PARTS = {"val": "xsub_val", "test": "xsub"}
+#: ``{testbed: (overrides on the book profile, results folder under results/)}``
+TESTBEDS: dict[str, tuple[dict[str, Any], str]] = {"msr": (MSR_BOOK, "msr"), "synthetic": ({}, "book/study")}
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=sorted(PARTS), required=True)
+    parser.add_argument("--testbed", choices=sorted(TESTBEDS), default="msr")
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="book")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--variants", nargs="+", default=None, help="default: the whole main suite")
@@ -79,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--profile", default="book", help="profile under the MSR settings (tests: smoke)")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="more overrides (tests: smaller sizes, another data.root)")
-    parser.add_argument("--out", default=None, help="default: results/msr")
-    parser.add_argument("--runs", default=None, help="default: runs/msr")
+    parser.add_argument("--out", default=None, help="default: results/msr (synthetic: results/book/study)")
+    parser.add_argument("--runs", default=None, help="default: runs/msr (synthetic: runs/study)")
     parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args(argv)
     import torch
@@ -96,11 +103,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
         prepare_msr(args.raw, extra.get("data.root", DATA_ROOT), verbose=True)
     command = recorded_command("tools/msr_study.py", argv)
-    out = Path(args.out or ROOT / "results" / "msr") / args.part / args.setting
-    runs = Path(args.runs or runs_root() / "msr") / args.part / args.setting
+    base, folder = TESTBEDS[args.testbed]
+    out = Path(args.out or ROOT / "results" / folder) / args.part / args.setting
+    runs = Path(args.runs or runs_root() / folder.replace("book/", "")) / args.part / args.setting
     overrides = {**SETTINGS[args.setting], "data.benchmark": PARTS[args.part], **extra}
     records = experiments.run_suite("main", args.profile, args.seeds, args.variants, out_root=out,
-                                    runs_root=runs, jobs=args.jobs, base=MSR_BOOK, overrides=overrides,
+                                    runs_root=runs, jobs=args.jobs, base=base, overrides=overrides,
                                     command=command)
     print(f"{len(records)} result files under {out}")
     return records
