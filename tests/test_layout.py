@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                                           "eval", "eval.*", "evaluate"]),
     ("training loop", ["train"]),
     ("pipelines", ["launch", "pipeline"]),
-    ("experiments and the book", ["experiments", "reproduce", "scaling", "report", "stats", "booktools",
+    ("experiments and the book", ["experiments", "studies", "reproduce", "scaling", "report", "stats", "booktools",
                                   "plotting", "grading", "hpsearch"]),
     ("command line", ["cli", "__main__"]),
 ]

@@ -1,0 +1,136 @@
+"""The studies beyond the synthetic suites: real recordings (MSR Action3D) and the optimisation and
+training-length settings, on both testbeds.
+
+Each study is the main suite (``experiments.SUITES["main"]``) run with a *testbed* (overrides on
+top of a profile: :data:`TESTBEDS`), a *setting* (:data:`SETTINGS`) and a *part* (``val``: the
+validation benchmark, where every choice is made; ``test``: the cross-subject benchmark, once the
+choices are fixed). Result files go to
+
+    results/<testbed folder>/<part>/<setting>/<profile>/main/<variant>/seed<k>.json
+
+``tools/msr_study.py`` runs them (from a clean tree, so that each file names its code); the
+real-recordings chapter reads them with :func:`study_records`, and at the ``smoke`` scale of the
+tests runs the same pipeline live on MSR-format fixture files (:func:`fixture_msr_root`).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .config import REPO_ROOT, active_profile, results_root, runs_root
+
+#: Where the prepared MSR Action3D arrays live, relative to the repository root (not committed:
+#: ``python -m i2md_lib prepare-msr RAW data/msr``).
+MSR_DATA_ROOT = "data/msr"
+#: MSR Action3D at book size. About 290 training clips (232 in xsub_val), so the queue must be
+#: shorter than the training set: 128 keys (4 batches of 32) hold about half of xsub_val's clips,
+#: never a second copy of a clip; the distillation top-k keeps half the queue, as the book's 256 of
+#: 512 and the reference's 8192 of 16384 do; DNA looks at 8 candidates (a class has about 12
+#: training clips, half of them in the queue). Clips last 13-196 frames (median 39): all 200
+#: stored frames are kept and the window stays the book's 32. 200 epochs of about 9 steps.
+#: Labels: 1 % of 291 clips is 3 clips for 20 classes, so the semi-supervised protocol uses 10 %
+#: (29 clips, about 1.5 per class) and 20 % (58, about 3 per class).
+MSR_BOOK: dict[str, Any] = {
+    "data.dataset": "msr",
+    "data.root": MSR_DATA_ROOT,
+    "data.max_frames": 200,
+    "pretrain.queue_size": 128,
+    "pretrain.batch_size": 32,
+    "pretrain.cmd_topk": 64,
+    "pretrain.imd_topk": 64,
+    "pretrain.dna_max_neighbors": 8,
+    "eval.label_fractions": (0.1, 0.2),
+}
+#: The optimisation and training-length study: each setting changes the testbed in the keys it
+#: names. "book" is the book profile's optimisation (lr 0.05, key momentum 0.99), "reference" the
+#: CMD reference's (lr 0.01, momentum 0.999), the other two the crossings; "long4x" trains four
+#: times as many steps with the book's optimisation.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "book": {},
+    "reference": {"pretrain.lr": 0.01, "pretrain.momentum": 0.999},
+    "lr0.01": {"pretrain.lr": 0.01},
+    "m0.999": {"pretrain.momentum": 0.999},
+    "long4x": {"pretrain.epochs": 800, "pretrain.lr_milestones": (640,)},
+}
+#: The benchmark of each part.
+PARTS: dict[str, str] = {"val": "xsub_val", "test": "xsub"}
+#: ``{testbed: (overrides on the profile, results folder under results/)}``; ``synthetic`` is the
+#: book profile as it is (testbed v3).
+TESTBEDS: dict[str, tuple[dict[str, Any], str]] = {"msr": (MSR_BOOK, "msr"), "synthetic": ({}, "book/study")}
+
+
+def study_folder(testbed: str, part: str, setting: str, root: Path | None = None) -> Path:
+    """``results/<testbed folder>/<part>/<setting>``: the ``out_root`` of one study's suite."""
+    _check(testbed, part, setting)
+    return Path(root or results_root()) / TESTBEDS[testbed][1] / part / setting
+
+
+def run_study(testbed: str, part: str, setting: str, seeds: Iterable[int], variants: Sequence[str] | None = None,
+              profile: str | None = None, out_root: Path | None = None, runs: Path | None = None,
+              extra: Mapping[str, Any] | None = None, jobs: int = 1, command: str | None = None
+              ) -> list[dict[str, Any]]:
+    """Run (what is missing of) one study: the main suite with the testbed, setting and part."""
+    from . import experiments
+
+    _check(testbed, part, setting)
+    base, folder = TESTBEDS[testbed]
+    out = Path(out_root) / part / setting if out_root else study_folder(testbed, part, setting)
+    runs = Path(runs or runs_root() / folder.replace("book/", "")) / part / setting
+    overrides = {**SETTINGS[setting], "data.benchmark": PARTS[part], **dict(extra or {})}
+    return experiments.run_suite("main", profile, seeds, variants, out_root=out, runs_root=runs, jobs=jobs,
+                                 base=base, overrides=overrides, command=command)
+
+
+def study_records(testbed: str, part: str, setting: str, variants: Sequence[str] | None = None,
+                  profile: str | None = None) -> list[dict[str, Any]]:
+    """The result files of one study at ``profile``: at ``book`` and ``full`` the committed ones
+    (whatever seeds exist, paired by seed: a seed missing for one variant is dropped for all); at
+    ``smoke`` the study is run live, seed 0, on MSR-format fixture files for ``msr``."""
+    from . import experiments
+
+    profile = active_profile(profile)
+    if profile == "smoke":
+        extra = {"data.root": str(fixture_msr_root())} if testbed == "msr" else {}
+        return run_study(testbed, part, setting, (0,), variants, "smoke", out_root=_smoke_root(), extra=extra)
+    folder = study_folder(testbed, part, setting) / profile / "main"
+    records = experiments.load_records(folder) if folder.is_dir() else []
+    if variants is not None:
+        records = [r for r in records if r["variant"] in variants]
+    names = {r["variant"] for r in records}
+    complete = {s for s in {r["seed"] for r in records}
+                if {r["variant"] for r in records if r["seed"] == s} == names}
+    return [r for r in records if r["seed"] in complete]
+
+
+def fixture_msr_root() -> Path:
+    """Prepared MSR-format fixture data (``data.msr.write_msr_corpus``, synthetic bodies in the
+    Kinect v1 layout), written once per process into a temporary folder."""
+    global _FIXTURE
+    if _FIXTURE is None:
+        from .data.msr import prepare_msr, write_msr_corpus
+
+        folder = Path(tempfile.mkdtemp(prefix="i2md_msr_fixture_"))
+        write_msr_corpus(folder / "raw", max_frames=40)
+        prepare_msr(folder / "raw", folder / "prepared")
+        _FIXTURE = folder / "prepared"
+    return _FIXTURE
+
+
+_FIXTURE: Path | None = None
+
+
+def _smoke_root() -> Path:
+    return Path(tempfile.gettempdir()) / "i2md_smoke_studies"
+
+
+def msr_available(root: str | Path = MSR_DATA_ROOT) -> bool:
+    """Whether prepared MSR Action3D arrays are there (``root`` relative to the repository)."""
+    path = Path(root) if Path(root).is_absolute() else REPO_ROOT / root
+    return (path / "xsub" / "train_data_joint.npy").is_file()
+
+
+def _check(testbed: str, part: str, setting: str) -> None:
+    for value, known, what in ((testbed, TESTBEDS, "testbed"), (part, PARTS, "part"), (setting, SETTINGS, "setting")):
+        if value not in known:
+            raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(known)}")
