@@ -130,17 +130,48 @@ def test_prepare_ntu_skips_every_bad_file_with_its_reason(tmp_path, monkeypatch)
             raise PermissionError(13, "Permission denied", str(path))
         return real_read(path)
 
+    folder = raw / "S002C001P001R001A002.skeleton"              # a folder named like a skeleton file
+    folder.mkdir()
     monkeypatch.setattr(ntu, "read_skeleton", read_or_deny)
     report = prepare_ntu(raw, out, "ntu60", benchmarks=["xsub"])
     reasons = {Path(s.path).stem: s.reason for s in report.skipped}
-    assert report.samples_written == 2 and len(report.skipped) == len(BAD_SKELETONS) + 1
+    assert report.samples_written == 2 and len(report.skipped) == len(BAD_SKELETONS) + 2
     assert reasons[denied] == "unreadable: Permission denied"
+    assert reasons[folder.stem] == "a folder, not a .skeleton file"
     for name, case in cases.items():
         assert BAD_SKELETONS[case][1] in reasons[name], (case, reasons[name])
     written = [load_split(out / "xsub", part, mmap=False) for part in ("train", "val")]
     assert sum(len(s) for s in written) == 2
     assert all(np.isfinite(s.data).all() and (np.abs(s.data) < 100).all() for s in written)
     assert (out / ntu.REPORT_NAME).is_file()
+
+
+def test_prepare_on_a_raw_folder_without_samples_is_an_error(tmp_path):
+    """An empty raw folder, or one whose every entry is skipped, writes nothing and says why;
+    an output folder already there is left as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README").write_text("old dataset")
+    empty = tmp_path / "raw"
+    empty.mkdir()
+    with pytest.raises(ntu.NothingToWriteError) as err:
+        prepare_ntu(empty, out)
+    assert str(err.value) == (f"{empty}: empty raw folder, no file found (expected "
+                              f"SsssCcccPpppRrrrAaaa.skeleton files); nothing was written")
+    (empty / "S001C001P001R001A001.skeleton").mkdir()          # only a folder and a bad file
+    (empty / "S001C001P002R001A001.skeleton").write_text("0\n")
+    with pytest.raises(ntu.NothingToWriteError) as err:
+        prepare_ntu(empty, out)
+    assert "2 entries seen, all skipped ({'a folder, not a .skeleton file': 1, 'no frames': 1})" in str(err.value)
+    assert [p.name for p in out.iterdir()] == ["README"]
+    pku = _bad_pku(tmp_path)
+    for path in (pku / "skeleton").iterdir():
+        path.unlink()
+    with pytest.raises(ntu.NothingToWriteError, match=r"skeleton.*: empty raw folder|PKU.*: empty raw folder"):
+        prepare_pku(pku, out, "pku2", ["xsub"])
+    (pku / "skeleton" / "0001-L.txt").mkdir()
+    with pytest.raises(ntu.NothingToWriteError, match="all skipped .*'a folder, not a skeleton .txt file': 1"):
+        prepare_pku(pku, out, "pku2", ["xsub"])
 
 
 def _bad_pku(tmp_path: Path) -> Path:
@@ -165,9 +196,11 @@ BAD_PKU = ("coordinate 1e39 in a PKU-MMD skeleton file", "a 30-digit number in a
 
 
 def test_prepare_pku_skips_absurd_values(tmp_path):
-    report = prepare_pku(_bad_pku(tmp_path), tmp_path / "out", "pku2", ["xsub"])
+    root = _bad_pku(tmp_path)
+    (root / "skeleton" / "0004-L.txt").mkdir()                 # a folder among the skeleton files
+    report = prepare_pku(root, tmp_path / "out", "pku2", ["xsub"])
     reasons = {Path(s.path).stem: s.reason for s in report.skipped}
-    assert report.samples_written == 1
+    assert report.samples_written == 1 and reasons["0004-L"] == "a folder, not a skeleton .txt file"
     assert "not a position in metres" in reasons["0002-L"] and "line 5" in reasons["0002-L"]
     assert "at most 10 digits" in reasons["0003-L"]
 
@@ -207,6 +240,21 @@ def _garbage(name: str, expected: str):
     return damage
 
 
+def _labels(labels: list[int], expected: str):
+    def damage(folder: Path) -> str:
+        names, _ = read_labels(folder / "train_label.pkl")
+        (folder / "train_label.pkl").write_bytes(pickle.dumps((names, labels)))
+        return expected
+    return damage
+
+
+def _far_value(folder: Path) -> str:
+    data = np.load(folder / "train_data_joint.npy")
+    data[3, 2, 11, 24, 1] = -250.0
+    np.save(folder / "train_data_joint.npy", data)
+    return "clip 3 (S001C001P001R001A004) holds 1 coordinate(s) beyond 100 m (first -250)"
+
+
 BAD_ARRAYS = {
     "NaN in a clip": (_with_nan, "train_data_joint.npy"),
     "inf in a clip": (_with_inf, "train_data_joint.npy"),
@@ -227,6 +275,24 @@ BAD_ARRAYS = {
                              "train_num_frame.npy"),
     "one frame count too few": (_save("train_num_frame.npy", np.array([12, 12, 12]), "3 frame counts"),
                                 ""),
+    "frame count 480 where T = 12": (_save("train_num_frame.npy", np.array([12, 480, 12, 12]),
+                                           "clip 1 (S001C001P001R001A002) has a frame count of 480, outside "
+                                           "[1, 12]"), "train_num_frame.npy"),
+    "frame count 0": (_save("train_num_frame.npy", np.array([12, 12, 12, 0]), "clip 3 (S001C001P001R001A004) "
+                            "has a frame count of 0, outside [1, 12]"), "train_num_frame.npy"),
+    "label 500 of 2 classes": (_labels([0, 1, 500, 1], "clip 2 (S001C001P001R001A003) has label 500, outside "
+                                                       "[0, 2)"), "train_label.pkl"),
+    "a negative label": (_labels([0, -1, 0, 1], "clip 1 (S001C001P001R001A002) has label -1"), "train_label.pkl"),
+    "every value 1e30": (_save("train_data_joint.npy", np.full((4, 3, 12, 25, 2), 1e30, np.float32),
+                               "clip 0 (S001C001P001R001A001) holds 1800 coordinate(s) beyond 100 m (first "
+                               "1e+30): not positions in metres"), "train_data_joint.npy"),
+    "one value -250 m": (_far_value, "train_data_joint.npy"),
+    "one body slot (M = 1)": (_save("train_data_joint.npy", np.zeros((4, 3, 12, 25, 1), np.float32),
+                                    "clips have 1 body slot(s) per frame, the layout has 2"), "train_data_joint.npy"),
+    "three body slots (M = 3)": (_save("train_data_joint.npy", np.zeros((4, 3, 12, 25, 3), np.float32),
+                                       "clips have 3 body slot(s) per frame"), "train_data_joint.npy"),
+    "24 joints": (_save("train_data_joint.npy", np.zeros((4, 3, 12, 24, 2), np.float32),
+                        "clips have 24 joints per body, the layout has 25"), "train_data_joint.npy"),
 }
 
 
@@ -237,9 +303,47 @@ def test_bad_split_array_is_refused_naming_the_file(tmp_path, case):
     expected = damage(tmp_path)
     for mmap in (True, False):
         with pytest.raises(DataFormatError) as err:
-            load_split(tmp_path, "train", mmap=mmap)
+            load_split(tmp_path, "train", mmap=mmap, num_classes=2)
         message = str(err.value)
         assert str(tmp_path / file_name) in message and expected in message and "\n" not in message
+
+
+def test_split_of_other_layouts_and_the_cmd_pku_frame_counts(tmp_path, caplog):
+    """``joints``/``bodies`` are the layout's; a CMD reference PKU-MMD folder (T = 300) stores
+    uncut lengths: they are read as 300 and counted in the log, at any other T refused."""
+    arrays = clean_split()
+    arrays = SkeletonArrays(arrays.data[:, :, :, :20, :1].copy(), arrays.num_frame, arrays.labels, arrays.names)
+    save_split(tmp_path / "small", "train", arrays)
+    assert len(load_split(tmp_path / "small", "train", joints=(20, 25), bodies=1)) == 4
+    with pytest.raises(DataFormatError, match="clips have 20 joints per body, the layout has 25"):
+        load_split(tmp_path / "small", "train", bodies=1)
+    long = clean_split(3, 300)
+    save_split(tmp_path / "pku", "train", long)
+    np.save(tmp_path / "pku" / "train_num_frame.npy", np.array([300, 480, 51]))
+    with caplog.at_level("INFO", logger="i2md_lib"):
+        assert load_split(tmp_path / "pku", "train").num_frame.tolist() == [300, 300, 51]
+    assert "1 clip(s) count more frames than the 300 stored" in caplog.text
+
+
+def test_clips_shorter_than_the_window_are_stretched_and_counted_in_the_log(caplog):
+    """Case 5: a clip shorter than the window is kept and stretched to it (CMD's rule), and
+    loading the split logs how many there are."""
+    from i2md_lib.data.datasets import PretrainDataset, load_arrays
+
+    cfg = ExperimentConfig.for_profile("smoke", {"data.window": 32})    # smoke clips have 20-48 frames
+    with caplog.at_level("INFO", logger="i2md_lib"):
+        arrays = load_arrays(cfg.data, "train")
+    short = np.flatnonzero(np.minimum(arrays.num_frame, cfg.data.max_frames) < 32)
+    assert 0 < len(short) < len(arrays)
+    shortest = int(arrays.num_frame[short].min())
+    assert (f"synthetic xsub train: {len(short)} of {len(arrays)} clips have fewer frames than the 32-frame "
+            f"window (shortest {shortest}); each is stretched to the window") in caplog.text
+    view_q, view_k, _ = PretrainDataset.from_config(arrays, cfg)[int(short[0])]
+    assert view_q.shape[1] == view_k.shape[1] == 32 and torch.isfinite(view_q).all()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="i2md_lib"):
+        load_arrays(ExperimentConfig.for_profile("smoke").data, "train")      # window 16: none is short
+    assert "window" not in caplog.text
 
 
 def test_save_split_refuses_non_finite_clips(tmp_path):
@@ -480,6 +584,21 @@ def _crafted_labels(root: Path) -> Path:
     return root
 
 
+def _bad_dataset(root: Path, label: int = 0, value: float = 0.0) -> Path:
+    """A dataset whose training clip 7 has ``label`` and, when non-zero, every coordinate ``value``
+    (written into the array itself: ``save_split`` refuses such values)."""
+    save_split(root / "xsub", "train", clean_split(20, 24))
+    save_split(root / "xsub", "val", clean_split(4, 24))
+    names, labels = read_labels(root / "xsub" / "train_label.pkl")
+    labels[7] = label
+    (root / "xsub" / "train_label.pkl").write_bytes(pickle.dumps((names, labels.tolist())))
+    if value:
+        data = np.load(root / "xsub" / "train_data_joint.npy")
+        data[7] = value
+        np.save(root / "xsub" / "train_data_joint.npy", data)
+    return root
+
+
 SMOKE = ("--profile", "smoke")
 BAD_COMMANDS = {
     "negative batch": (["config", *SMOKE, "--set", "pretrain.batch_size=-4"], "pretrain.batch_size must be >= 1"),
@@ -499,6 +618,17 @@ BAD_COMMANDS = {
     "pretrain on NaN arrays": (["pretrain", *SMOKE, "--run-dir", "{tmp}/nanrun", "--set", "data.dataset=ntu60",
                                 "--set", "data.root={tmp}/nanset", "--no-progress"],
                                "train_data_joint.npy: clip 7 (S001C001P001R001A008) holds 1 NaN/inf"),
+    "pretrain on a label of 500 (60 classes)": (["pretrain", *SMOKE, "--run-dir", "{tmp}/run", "--set",
+                                                 "data.dataset=ntu60", "--set", "data.root={tmp}/labelset",
+                                                 "--no-progress"],
+                                                "train_label.pkl: clip 7 (S001C001P001R001A008) has label 500, "
+                                                "outside [0, 60)"),
+    "pretrain on values of 1e30": (["pretrain", *SMOKE, "--run-dir", "{tmp}/run", "--set", "data.dataset=ntu60",
+                                    "--set", "data.root={tmp}/farset", "--no-progress"],
+                                   "train_data_joint.npy: clip 7 (S001C001P001R001A008) holds 3600 coordinate(s) "
+                                   "beyond 100 m"),
+    "prepare-ntu on an empty raw folder": (["prepare-ntu", "{tmp}/emptyraw", "{tmp}/out"],
+                                           "emptyraw: empty raw folder, no file found"),
     "pretrain on crafted labels": (["pretrain", *SMOKE, "--run-dir", "{tmp}/pklrun", "--set",
                                     "data.dataset=ntu60", "--set", "data.root={tmp}/pklset", "--no-progress"],
                                    "train_label.pkl: refusing to load posix.system"),
@@ -518,6 +648,9 @@ def test_bad_command_line_is_one_error_line_and_exit_code_2(tmp_path, capsys, ca
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     nan_dataset(tmp_path / "nanset")
     _crafted_labels(tmp_path / "pklset")
+    _bad_dataset(tmp_path / "labelset", label=500)
+    _bad_dataset(tmp_path / "farset", value=1e30)
+    (tmp_path / "emptyraw").mkdir()
     argv, expected = BAD_COMMANDS[case]
     code, err = run_cli(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in argv))
     assert code == 2 and "Traceback" not in err, err
