@@ -29,6 +29,18 @@ def check_safe_torch_load(version: str | None = None) -> None:
                            f"runs code despite weights_only=True); install torch>=2.6")
 
 
+def load_failure(error: BaseException) -> str:
+    """One line saying why ``torch.load(weights_only=True)`` refused a file (torch's own message
+    spans many lines)."""
+    text = str(error)
+    if "Unsupported global" in text or "unsupported GLOBAL" in text:
+        return ("holds Python objects besides tensors, which we do not unpickle; if you trust "
+                "the file, load it with torch.load(path, weights_only=False) and pass the dict")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
+    return f"not a readable PyTorch checkpoint ({type(error).__name__}: {detail})"
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) in one call."""
     random.seed(seed)

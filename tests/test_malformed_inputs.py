@@ -461,23 +461,112 @@ def _code_in_checkpoint(state: dict, marker: Path) -> RunsCode:
     return RunsCode(os.system, f"touch {marker}")
 
 
+def _config_as_text(state: dict, marker: Path) -> dict:
+    state["config"] = "pretrain: {method: moco}"
+    return state
+
+
+def _no_config_section(state: dict, marker: Path) -> dict:
+    state["config"]["encoder"] = 3
+    return state
+
+
+def _wrong_digest(state: dict, marker: Path) -> RunsCode | dict:
+    state["step"] += 1            # written without sealing it again (see the test)
+    return state
+
+
 BAD_CHECKPOINTS = {
     "NaN in a weight": (_nan_weight, "NaN/inf values in 1 tensor(s): model."),
     "inf in the optimiser's momentum": (_inf_momentum, ".momentum_buffer"),
     "a pickled callable": (_code_in_checkpoint, "unreadable checkpoint"),
+    "a stored config that is a string": (_config_as_text, "the stored config is a str, not a mapping of config "
+                                                          "sections"),
+    "a config section that is a number": (_no_config_section, "section 'encoder' is a int"),
+    "an entry changed after the digest": (_wrong_digest, "the contents do not match the digest written with them"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
 def test_bad_checkpoint_is_refused(tmp_path, good_run, case):
+    """Damaged states are saved as a run would save them (with their digest), except the two
+    that are not dicts or must keep the old digest."""
     damage, expected = BAD_CHECKPOINTS[case]
     path, marker = tmp_path / "checkpoint.pt", tmp_path / "code_ran"
-    torch.save(damage(load_checkpoint(good_run / "checkpoint.pt"), marker), path)
+    state = damage(load_checkpoint(good_run / "checkpoint.pt"), marker)
+    torch.save(state, path) if case in ("a pickled callable", "an entry changed after the digest") \
+        else save_checkpoint(path, state)
     for load in (load_checkpoint, lambda p: load_pretrained(p.parent)):   # resume / evaluate
         with pytest.raises(CheckpointError) as err:
             load(path)
-        assert str(path) in str(err.value) and expected in str(err.value)
+        assert str(path) in str(err.value) and expected in str(err.value) and "\n" not in str(err.value)
     assert not marker.exists()
+
+
+def flip_a_weight_byte(source: Path, target: Path) -> None:
+    """``source`` with the lowest mantissa byte of one float32 weight flipped: the file still
+    loads and every value stays finite (torch checks no checksum of its own)."""
+    weights = torch.load(source, weights_only=True)["model"]
+    tensor = next(v for v in weights.values() if v.dtype == torch.float32 and v.numel() >= 64)
+    raw, block = bytearray(source.read_bytes()), tensor.numpy().tobytes()
+    at = raw.find(block)
+    assert at >= 0 and raw.find(block, at + 1) < 0
+    raw[at + 4 * 17] ^= 0x01                          # little endian: byte 0 of element 17
+    target.write_bytes(bytes(raw))
+    changed = torch.load(target, weights_only=True)["model"]
+    assert sum(not torch.equal(changed[k], weights[k]) for k in weights) == 1
+    assert all(torch.isfinite(v).all() for v in changed.values() if v.is_floating_point())
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_caught(tmp_path, good_run, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    flip_a_weight_byte(good_run / "checkpoint.pt", run / "checkpoint.pt")
+    (run / "config.yaml").write_bytes((good_run / "config.yaml").read_bytes())
+    expected = f"{run / 'checkpoint.pt'}: the contents do not match the digest written with them"
+    for load in (load_checkpoint, load_pretrained):
+        with pytest.raises(CheckpointError, match="do not match the digest") as err:
+            load(run / "checkpoint.pt")
+        assert str(err.value).startswith(expected)
+    with pytest.raises(CheckpointError, match="do not match the digest"):          # resume
+        pretrain(smoke(**{"pretrain.epochs": 2}), run, arrays=tiny_arrays(), progress=False,
+                 allow_changes=["pretrain.epochs"])
+    code, err = run_cli(capsys, "evaluate", "--run-dir", str(run), "--no-progress")
+    assert code == 2 and err.strip().splitlines()[-1].startswith(f"error: {expected}")
+
+
+def test_files_without_a_digest_still_load(tmp_path, good_run):
+    """Checkpoints and model files from before digests (those committed under results/) load;
+    a model file saved today carries its digest and a flipped byte in it is caught."""
+    state = load_checkpoint(good_run / "checkpoint.pt")
+    assert len(state.pop("digest")) == 64
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 1
+    committed = REPO / "results" / "book" / "main" / "cmd" / "seed0_model.pt"
+    assert "digest" not in torch.load(committed, weights_only=True)
+    cfg, model = load_pretrained(committed)
+    from i2md_lib.models.pretrained import save_model_file
+
+    path = save_model_file(tmp_path / "seed0_model.pt", cfg, model)
+    assert load_pretrained(path)[0] == cfg
+    flip_a_weight_byte(path, path)
+    with pytest.raises(CheckpointError, match="seed0_model.pt: the contents do not match the digest"):
+        load_pretrained(path)
+
+
+def test_resuming_with_weights_of_another_size_is_one_line(tmp_path, good_run):
+    """A checkpoint whose weights do not fit the config (here: another hidden size, allowed as a
+    change) names the file in one line instead of torch's list of every tensor."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes((good_run / "checkpoint.pt").read_bytes())
+    hidden = smoke().encoder.hidden_size
+    with pytest.raises(CheckpointError) as err:
+        pretrain(smoke(**{"encoder.hidden_size": 2 * hidden}), run, arrays=tiny_arrays(), progress=False,
+                 allow_changes=["encoder.hidden_size"])
+    message = str(err.value)
+    assert message.startswith(f"{run / 'checkpoint.pt'}: the stored weights do not fit the model of this config: ")
+    assert "tensor(s) of another shape, 0 missing, 0 unexpected (first " in message and "\n" not in message
 
 
 def test_official_cmd_checkpoint_with_nan_weights_is_refused(tmp_path):

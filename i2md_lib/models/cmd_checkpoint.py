@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from ..config import EncoderConfig
-from ..utils import check_safe_torch_load, describe_non_finite
+from ..utils import check_safe_torch_load, describe_non_finite, load_failure
 from .encoders import REFERENCE_GRU_PREFIX, SequenceEncoder, build_encoder
 
 #: Modality -> attribute name of its encoder in the reference MoCo model, per branch.
@@ -120,7 +120,7 @@ def _read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, 
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for non-checkpoints
-            raise CheckpointError(f"{path}: {_load_failure(err)}") from err
+            raise CheckpointError(f"{path}: {load_failure(err)}") from err
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -140,17 +140,6 @@ def _read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, 
     if problem:
         raise CheckpointError(f"{where}: {problem}; these weights cannot be used")
     return state, where
-
-
-def _load_failure(err: Exception) -> str:
-    """A short reason why ``torch.load(weights_only=True)`` refused a file."""
-    text = str(err)
-    if "Unsupported global" in text:
-        return ("holds Python objects besides tensors, which we do not unpickle; if you trust "
-                "the file, load it with torch.load(path, weights_only=False) and pass the dict")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    detail = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
-    return f"not a readable PyTorch checkpoint ({type(err).__name__}: {detail})"
 
 
 def _has_prefix(state: Mapping[str, torch.Tensor], name: str) -> bool:
