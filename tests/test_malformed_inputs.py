@@ -588,6 +588,46 @@ def test_official_cmd_checkpoint_with_nan_weights_is_refused(tmp_path):
         load_cmd_checkpoint(path, ["joint"])
 
 
+def reference_encoder(layers: int, hidden: int = 4, features: int = 150) -> dict[str, torch.Tensor]:
+    """The tensors of one reference ``BIGRU`` (no head), zeros except the BatchNorm."""
+    enc = {"input_norm.weight": torch.ones(features), "input_norm.bias": torch.zeros(features),
+           "input_norm.running_mean": torch.zeros(features), "input_norm.running_var": torch.ones(features)}
+    for layer in range(layers):
+        for suffix in ("", "_reverse"):
+            enc[f"encoder.gru.weight_ih_l{layer}{suffix}"] = torch.zeros(3 * hidden, features if layer == 0
+                                                                         else 2 * hidden)
+            enc[f"encoder.gru.weight_hh_l{layer}{suffix}"] = torch.zeros(3 * hidden, hidden)
+            enc[f"encoder.gru.bias_ih_l{layer}{suffix}"] = torch.zeros(3 * hidden)
+            enc[f"encoder.gru.bias_hh_l{layer}{suffix}"] = torch.zeros(3 * hidden)
+    return enc
+
+
+def test_official_cmd_checkpoint_with_a_layer_removed_is_refused(tmp_path):
+    """Case 7: the second GRU layer of the query encoder removed; the key encoder still has it.
+    Without an encoder config it used to load as a one-layer GRU."""
+    state = {f"module.{name}.{k}": v for name in ("encoder_q", "encoder_k") for k, v in reference_encoder(2).items()}
+    path = tmp_path / "checkpoint_0450.pth.tar"
+    torch.save({"epoch": 451, "state_dict": state}, path)
+    assert len(load_cmd_checkpoint(path, ["joint"])["joint"].layers) == 2               # intact: loads
+    removed = {k: v for k, v in state.items() if not (k.startswith("module.encoder_q.") and "_l1" in k)}
+    torch.save({"epoch": 451, "state_dict": removed}, path)
+    with pytest.raises(CmdCheckpointError) as err:
+        load_cmd_checkpoint(path, ["joint"])
+    assert str(err.value) == (f"{path}: the encoders disagree on (input, hidden, layers): encoder_k (150, 4, 2); "
+                              f"encoder_q (150, 4, 1); a layer or tensor is missing, the checkpoint is damaged")
+    state.update({f"module.{name}.{k}": v for name in ("encoder_q_motion", "encoder_k_motion")
+                  for k, v in reference_encoder(2).items()})
+    torch.save({"epoch": 451, "state_dict": {**removed, **{k: v for k, v in state.items() if "motion" in k}}}, path)
+    with pytest.raises(CmdCheckpointError, match=r": encoder_q \(150, 4, 1\); encoder_q_motion, encoder_k, "
+                                                 r"encoder_k_motion \(150, 4, 2\); a layer"):
+        load_cmd_checkpoint(path, ["motion"])
+    only_ih = {k: v for k, v in state.items() if k != "module.encoder_k.encoder.gru.weight_ih_l1"}
+    torch.save({"epoch": 451, "state_dict": only_ih}, path)
+    with pytest.raises(CmdCheckpointError, match=r"checkpoint_0450.pth.tar: encoder_k: no consecutive GRU layers "
+                                                 r".*layer\(s\) \[1\] missing"):
+        load_cmd_checkpoint(path, ["joint"])
+
+
 def test_training_stops_at_the_first_non_finite_loss_and_keeps_the_checkpoint(tmp_path):
     cfg = smoke(**{"pretrain.epochs": 2, "pretrain.lr_milestones": []})
     pretrain(cfg, tmp_path, arrays=tiny_arrays(), progress=False, max_steps=2)   # a good checkpoint
@@ -748,6 +788,25 @@ def test_bad_command_line_is_one_error_line_and_exit_code_2(tmp_path, capsys, ca
     assert sum(line.startswith("error: ") for line in err.splitlines()) <= 1
     assert not (tmp_path / "pklset" / "code_ran").exists()
     assert not (tmp_path / "nanrun" / "checkpoint.pt").exists()
+
+
+def test_a_device_the_machine_lacks_is_one_line(tmp_path, capsys, monkeypatch, good_run):
+    """Case 11: ``cuda`` on a machine without CUDA names the setting and what to do."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    code, err = run_cli(capsys, "pretrain", *SMOKE, "--run-dir", str(tmp_path / "run"), "--set",
+                        "pretrain.device=cuda", "--no-progress")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: pretrain.device 'cuda': ") and "use cpu" in last, err
+    assert "Traceback" not in err and not (tmp_path / "run" / "checkpoint.pt").exists()
+    code, err = run_cli(capsys, "evaluate", "--run-dir", str(good_run), "--device", "cuda:1", "--no-progress")
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: device 'cuda:1': "), err
+    monkeypatch.setenv("I2MD_DEVICE", "cuda")
+    with pytest.raises(ValueError, match=r"^\$I2MD_DEVICE 'cuda': .*use cpu"):
+        pretrain(smoke(), tmp_path / "env", arrays=tiny_arrays(), progress=False)
+    monkeypatch.setenv("I2MD_DEVICE", "gpu")
+    with pytest.raises(ValueError, match=r"^\$I2MD_DEVICE 'gpu' is not a device name"):
+        pretrain(smoke(), tmp_path / "env", arrays=tiny_arrays(), progress=False)
 
 
 def test_debug_shows_the_traceback(capsys):
