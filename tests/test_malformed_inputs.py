@@ -756,6 +756,11 @@ BAD_COMMANDS = {
                                     "--set", "data.root={tmp}/farset", "--no-progress"],
                                    "train_data_joint.npy: clip 7 (S001C001P001R001A008) holds 3600 coordinate(s) "
                                    "beyond 100 m"),
+    "pretrain on clips of 3 bodies (M = 3)": (["pretrain", *SMOKE, "--run-dir", "{tmp}/run", "--set",
+                                               "data.dataset=ntu60", "--set", "data.root={tmp}/m3set",
+                                               "--no-progress"],
+                                              "m3set/xsub/train_data_joint.npy: clips have 3 body slot(s) per frame, "
+                                              "the layout has 2"),
     "prepare-ntu on an empty raw folder": (["prepare-ntu", "{tmp}/emptyraw", "{tmp}/out"],
                                            "emptyraw: empty raw folder, no file found"),
     "pretrain on crafted labels": (["pretrain", *SMOKE, "--run-dir", "{tmp}/pklrun", "--set",
@@ -780,6 +785,8 @@ def test_bad_command_line_is_one_error_line_and_exit_code_2(tmp_path, capsys, ca
     _bad_dataset(tmp_path / "labelset", label=500)
     _bad_dataset(tmp_path / "farset", value=1e30)
     (tmp_path / "emptyraw").mkdir()
+    _bad_dataset(tmp_path / "m3set")
+    np.save(tmp_path / "m3set" / "xsub" / "train_data_joint.npy", np.zeros((20, 3, 24, 25, 3), np.float32))
     argv, expected = BAD_COMMANDS[case]
     code, err = run_cli(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in argv))
     assert code == 2 and "Traceback" not in err, err
@@ -807,6 +814,26 @@ def test_a_device_the_machine_lacks_is_one_line(tmp_path, capsys, monkeypatch, g
     monkeypatch.setenv("I2MD_DEVICE", "gpu")
     with pytest.raises(ValueError, match=r"^\$I2MD_DEVICE 'gpu' is not a device name"):
         pretrain(smoke(), tmp_path / "env", arrays=tiny_arrays(), progress=False)
+
+
+def test_the_command_line_resumes_nothing_from_a_checkpoint_whose_config_is_text(tmp_path, capsys, good_run):
+    """Case 10 through ``pretrain`` (resume) and ``evaluate``: one line naming the file."""
+    state = load_checkpoint(good_run / "checkpoint.pt")
+    state["config"] = "pretrain: {method: moco}"
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    expected = f"error: {tmp_path / 'checkpoint.pt'}: the stored config is a str, not a mapping of config sections"
+    for argv in (["pretrain", *SMOKE, "--method", "moco", "--run-dir", str(tmp_path), "--no-progress"],
+                 ["evaluate", "--run-dir", str(tmp_path), "--no-progress"]):
+        code, err = run_cli(capsys, *argv)
+        assert code == 2 and err.strip().splitlines()[-1].startswith(expected) and "Traceback" not in err, err
+
+
+def test_the_command_line_shows_the_count_of_short_clips(tmp_path, capsys):
+    code, err = run_cli(capsys, "pretrain", *SMOKE, "--method", "moco", "--run-dir", str(tmp_path), "--set",
+                        "data.window=32", "--max-steps", "1", "--no-progress")
+    assert code == 0, err
+    assert any(line.startswith("synthetic xsub train: ") and "clips have fewer frames than the 32-frame window"
+               in line for line in err.splitlines()), err
 
 
 def test_debug_shows_the_traceback(capsys):
