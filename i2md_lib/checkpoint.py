@@ -13,11 +13,19 @@ time (a crash mid-write leaves the previous one intact). It is a plain dict::
     step        optimizer steps done in total
     rng         Python, NumPy, torch CPU (and CUDA) generator states
     config      ExperimentConfig.to_dict() of the run
+    digest      SHA-256 of all the entries above (:func:`state_digest`)
 
 Only plain types and tensors are stored, so it loads with ``torch.load(weights_only=True)``.
+
+The digest is written at save (:func:`seal`) and checked at load (:func:`check_digest`): a
+file changed after it was written -- one byte flipped inside a tensor, say -- is refused
+with one line naming it. A file without a digest (written before digests existed, such as
+the model files committed under ``results/``) is accepted; a digest that is present but
+wrong never is.
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
 import random
 import zipfile
@@ -28,7 +36,7 @@ import numpy as np
 import torch
 
 from .config import ExperimentConfig, _flatten
-from .utils import atomic_write, check_safe_torch_load, describe_non_finite
+from .utils import atomic_write, check_safe_torch_load, describe_non_finite, load_failure
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.yaml"
@@ -48,8 +56,55 @@ def checkpoint_path(run_dir: str | Path) -> Path:
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (a temporary file, then one rename)."""
-    return atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
+    """Write ``state`` and its digest (:func:`seal`) to ``path`` atomically (a temporary file, then one rename)."""
+    sealed = seal(state)
+    return atomic_write(path, lambda tmp: torch.save(sealed, tmp))
+
+
+# -- digests ----------------------------------------------------------------------
+DIGEST_KEY = "digest"
+
+
+def state_digest(state: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of every entry of ``state`` but :data:`DIGEST_KEY`: each tensor's key path,
+    dtype, shape and bytes, and the ``repr`` of each plain value (tuples and lists alike)."""
+    digest = hashlib.sha256()
+    _feed(digest, "", {k: v for k, v in state.items() if k != DIGEST_KEY})
+    return digest.hexdigest()
+
+
+def _feed(digest: "hashlib._Hash", path: str, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{path}:tensor:{flat.dtype}:{tuple(value.shape)}\n".encode())
+        digest.update(flat.view(torch.uint8).numpy().data)
+    elif isinstance(value, Mapping):
+        digest.update(f"{path}:map:{len(value)}\n".encode())
+        for key, item in value.items():
+            _feed(digest, f"{path}/{key!r}", item)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{path}:seq:{len(value)}\n".encode())
+        for i, item in enumerate(value):
+            _feed(digest, f"{path}/{i}", item)
+    else:
+        digest.update(f"{path}:{type(value).__name__}:{value!r}\n".encode())
+
+
+def seal(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` with its :func:`state_digest` under :data:`DIGEST_KEY` (what every save writes)."""
+    return {**{k: v for k, v in state.items() if k != DIGEST_KEY}, DIGEST_KEY: state_digest(state)}
+
+
+def check_digest(path: str | Path, state: Mapping[str, Any]) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` if ``state`` holds a digest that does not match
+    its contents; a state without one (a file older than digests) passes."""
+    stored = state.get(DIGEST_KEY)
+    if stored is None:
+        return
+    if stored != state_digest(state):
+        raise CheckpointError(f"{path}: the contents do not match the digest written with them (the file was "
+                              f"changed or damaged after it was saved); do not resume or evaluate it, use "
+                              f"another copy or train again")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -66,7 +121,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint (corrupt or truncated?): {e}") from e
+        raise CheckpointError(f"{path}: unreadable checkpoint (corrupt or truncated?): {load_failure(e)}") from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path}: not an i2md_lib pretraining checkpoint (format "
@@ -76,11 +131,43 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = {"model", "optimizer", "scheduler", "epoch", "batch_in_epoch", "step", "rng", "config"} - set(state)
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks the entries {sorted(missing)}")
+    check_digest(path, state)
+    check_stored_config(path, state["config"])
     problem = describe_non_finite({"model": state["model"], "optimizer": state["optimizer"]})
     if problem:
         raise CheckpointError(f"{path}: {problem}; the run diverged before this checkpoint, "
                               f"do not resume or evaluate it")
     return state
+
+
+def check_stored_config(path: str | Path, config: Any) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` unless the stored ``config`` is a mapping of
+    config sections (``ExperimentConfig.to_dict()``: a mapping per section, and the profile)."""
+    if not isinstance(config, Mapping):
+        what = f"a {type(config).__name__}"
+    else:
+        bad = [k for k, v in config.items() if k != "profile" and not isinstance(v, Mapping)]
+        if not bad:
+            return
+        what = f"a mapping whose section {bad[0]!r} is a {type(config[bad[0]]).__name__}"
+    raise CheckpointError(f"{path}: the stored config is {what}, not a mapping of config sections "
+                          f"(ExperimentConfig.to_dict()); the file was not written by this library")
+
+
+def load_weights(path: str | Path, module: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
+    """``module.load_state_dict(weights)``; a mismatch raises one :class:`CheckpointError` line naming
+    ``path`` and counting the tensors of another shape, the missing and the unexpected ones."""
+    ours = module.state_dict()
+    other = [k for k in weights if k in ours and tuple(getattr(weights[k], "shape", ())) != tuple(ours[k].shape)]
+    missing = [k for k in ours if k not in weights]
+    unexpected = [k for k in weights if k not in ours]
+    if other or missing or unexpected:
+        first = (f"first {other[0]}: stored {tuple(weights[other[0]].shape)}, model {tuple(ours[other[0]].shape)}"
+                 if other else f"first {(missing or unexpected)[0]}")
+        raise CheckpointError(f"{path}: the stored weights do not fit the model of this config: {len(other)} "
+                              f"tensor(s) of another shape, {len(missing)} missing, {len(unexpected)} unexpected "
+                              f"({first}); use the config the file was saved with, or start over")
+    module.load_state_dict(weights)
 
 
 # -- random generators ----------------------------------------------------------

@@ -13,6 +13,9 @@ Commands::
     experiments  --suite main|ablation [--profile ...] [--seeds 0 1 2 | --target] [--variants ...] [--jobs N]
     reproduce    RESULT_FILE [--runs DIR] [--output FILE]   (exit code 1 when a number differs)
 
+Messages of the library (logger ``i2md_lib``, level INFO and above: e.g. how many clips
+are shorter than the window) go to stderr, one line each.
+
 Errors (a bad config value or flag, a missing or malformed file) print one line
 ``error: <message>`` on stderr, naming the file or config key, and exit with code 2;
 ``--debug`` (before or after the command name) shows the traceback instead.
@@ -32,6 +35,7 @@ and sets ``run=<function(args) -> exit code>``, and call it in :func:`build_pars
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -75,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     :data:`ERROR_EXIT_CODE`; ``--debug`` shows the traceback instead.
     """
     args = build_parser().parse_args(argv)
+    show_library_log()
     try:
         return int(args.run(args) or 0)
     except Exception as e:  # noqa: BLE001  (the command line reports every error as one message)
@@ -82,6 +87,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {error_message(e)}", file=sys.stderr)
         return ERROR_EXIT_CODE
+
+
+class _StderrHandler(logging.Handler):
+    """Writes each record as one line to the ``sys.stderr`` of the moment (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def show_library_log() -> None:
+    """Show the ``i2md_lib`` logger's INFO messages on stderr (once per process)."""
+    logger = logging.getLogger("i2md_lib")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
 
 
 def positive_int(text: str) -> int:

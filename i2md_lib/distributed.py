@@ -108,7 +108,7 @@ class DistContext:
 
 def _rank_device(preferred: str | None, local_rank: int) -> torch.device:
     """The device of this rank: the device type asked for (else CUDA when available) at ``local_rank``."""
-    device = get_device(preferred)
+    device = get_device(preferred, "pretrain.device")
     if device.type != "cuda":
         return device
     count = torch.cuda.device_count()
@@ -142,7 +142,7 @@ def process_group(preferred_device: str | None = None,
     if dist.is_available() and dist.is_initialized():
         env.update(rank=dist.get_rank(), world_size=dist.get_world_size())
     if env["world_size"] <= 1:
-        yield DistContext(device=get_device(preferred_device))
+        yield DistContext(device=get_device(preferred_device, "pretrain.device"))
         return
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")

@@ -38,8 +38,8 @@ import yaml
 from torch.utils.data import DataLoader
 
 from .checkpoint import (CHECKPOINT_FORMAT, CONFIG_NAME, ConfigMismatchError, capture_rng_state,
-                         check_resume_config, checkpoint_path, load_checkpoint, restore_rng_state,
-                         save_checkpoint)
+                         check_resume_config, checkpoint_path, load_checkpoint, load_weights,
+                         restore_rng_state, save_checkpoint)
 from .config import AMP_MODES, ExperimentConfig, check_trainable
 from . import diagnostics, distributed
 from .data.datasets import EpochShuffleSampler, PretrainDataset, load_arrays
@@ -124,7 +124,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: Path, resume: bool, max_steps:
     if ckpt.exists():
         state = load_checkpoint(ckpt, map_location=device)
         check_resume_config(ckpt, state["config"], cfg, allow_changes)
-        model.load_state_dict(state["model"])
+        load_weights(ckpt, model, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):

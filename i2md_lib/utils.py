@@ -29,6 +29,18 @@ def check_safe_torch_load(version: str | None = None) -> None:
                            f"runs code despite weights_only=True); install torch>=2.6")
 
 
+def load_failure(error: BaseException) -> str:
+    """One line saying why ``torch.load(weights_only=True)`` refused a file (torch's own message
+    spans many lines)."""
+    text = str(error)
+    if "Unsupported global" in text or "unsupported GLOBAL" in text:
+        return ("holds Python objects besides tensors, which we do not unpickle; if you trust "
+                "the file, load it with torch.load(path, weights_only=False) and pass the dict")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
+    return f"not a readable PyTorch checkpoint ({type(error).__name__}: {detail})"
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) in one call."""
     random.seed(seed)
@@ -38,15 +50,33 @@ def set_seed(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def get_device(preferred: str | None = None) -> torch.device:
+def get_device(preferred: str | None = None, setting: str = "device") -> torch.device:
     """Pick ``preferred`` if given, else CUDA when available, else CPU.
 
-    The environment variable ``I2MD_DEVICE`` overrides the automatic choice.
+    The environment variable ``I2MD_DEVICE`` overrides the automatic choice. A device this
+    machine does not have (``cuda`` without a GPU or without a CUDA build of torch, ``cuda:3``
+    on a machine with two) raises one ``ValueError`` line naming ``setting`` (the config key or
+    flag it came from) and what to do.
     """
+    source = setting if preferred else f"${DEVICE_ENV}"
     choice = preferred or os.environ.get(DEVICE_ENV)
-    if choice:
-        return torch.device(choice)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not choice:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError as e:
+        raise ValueError(f"{source} {choice!r} is not a device name (cpu, cuda, cuda:1, ...): "
+                         f"{' '.join(str(e).split())}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"{source} {choice!r}: {why}; use cpu, or leave the device unset to take CUDA "
+                             f"only where it is available")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{source} {choice!r}: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    return device
 
 
 #: Temporary files of :func:`atomic_write` are named ``.<name>.<pid>.<random>.tmp``.

@@ -6,7 +6,7 @@ markdown cells of ``book/*.ipynb``: every ``python -m i2md_lib ...`` line and ev
 Each runs as written with three changes: ``--profile`` becomes ``smoke``; every path
 (``/data/...``, ``data/...``, ``runs/...``) moves under a temporary folder, where the raw
 datasets they name are created as small synthetic copies (NTU ``.skeleton`` files, a
-PKU-MMD folder); and a ``torchrun`` command checks its launcher options with torchrun's
+PKU-MMD folder, MSR Action3D skeleton files); and a ``torchrun`` command checks its launcher options with torchrun's
 own parser and runs what each of its processes runs, ``python -m i2md_lib ...``, once.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from i2md_lib.cli import main
+from i2md_lib.data.msr import write_msr_corpus
 from i2md_lib.data.synthetic import write_skeleton_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +88,8 @@ class SmokeWorld:
             write_skeleton_corpus(raw, 48, seed=0)
         elif argv[0] == "prepare-pku":
             write_pku(raw)
+        elif argv[0] == "prepare-msr":
+            write_msr_corpus(raw, subjects=10, max_frames=30)
 
 
 def write_pku(root: Path, videos: int = 6) -> None:

@@ -130,17 +130,48 @@ def test_prepare_ntu_skips_every_bad_file_with_its_reason(tmp_path, monkeypatch)
             raise PermissionError(13, "Permission denied", str(path))
         return real_read(path)
 
+    folder = raw / "S002C001P001R001A002.skeleton"              # a folder named like a skeleton file
+    folder.mkdir()
     monkeypatch.setattr(ntu, "read_skeleton", read_or_deny)
     report = prepare_ntu(raw, out, "ntu60", benchmarks=["xsub"])
     reasons = {Path(s.path).stem: s.reason for s in report.skipped}
-    assert report.samples_written == 2 and len(report.skipped) == len(BAD_SKELETONS) + 1
+    assert report.samples_written == 2 and len(report.skipped) == len(BAD_SKELETONS) + 2
     assert reasons[denied] == "unreadable: Permission denied"
+    assert reasons[folder.stem] == "a folder, not a .skeleton file"
     for name, case in cases.items():
         assert BAD_SKELETONS[case][1] in reasons[name], (case, reasons[name])
     written = [load_split(out / "xsub", part, mmap=False) for part in ("train", "val")]
     assert sum(len(s) for s in written) == 2
     assert all(np.isfinite(s.data).all() and (np.abs(s.data) < 100).all() for s in written)
     assert (out / ntu.REPORT_NAME).is_file()
+
+
+def test_prepare_on_a_raw_folder_without_samples_is_an_error(tmp_path):
+    """An empty raw folder, or one whose every entry is skipped, writes nothing and says why;
+    an output folder already there is left as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README").write_text("old dataset")
+    empty = tmp_path / "raw"
+    empty.mkdir()
+    with pytest.raises(ntu.NothingToWriteError) as err:
+        prepare_ntu(empty, out)
+    assert str(err.value) == (f"{empty}: empty raw folder, no file found (expected "
+                              f"SsssCcccPpppRrrrAaaa.skeleton files); nothing was written")
+    (empty / "S001C001P001R001A001.skeleton").mkdir()          # only a folder and a bad file
+    (empty / "S001C001P002R001A001.skeleton").write_text("0\n")
+    with pytest.raises(ntu.NothingToWriteError) as err:
+        prepare_ntu(empty, out)
+    assert "2 entries seen, all skipped ({'a folder, not a .skeleton file': 1, 'no frames': 1})" in str(err.value)
+    assert [p.name for p in out.iterdir()] == ["README"]
+    pku = _bad_pku(tmp_path)
+    for path in (pku / "skeleton").iterdir():
+        path.unlink()
+    with pytest.raises(ntu.NothingToWriteError, match=r"skeleton.*: empty raw folder|PKU.*: empty raw folder"):
+        prepare_pku(pku, out, "pku2", ["xsub"])
+    (pku / "skeleton" / "0001-L.txt").mkdir()
+    with pytest.raises(ntu.NothingToWriteError, match="all skipped .*'a folder, not a skeleton .txt file': 1"):
+        prepare_pku(pku, out, "pku2", ["xsub"])
 
 
 def _bad_pku(tmp_path: Path) -> Path:
@@ -165,9 +196,11 @@ BAD_PKU = ("coordinate 1e39 in a PKU-MMD skeleton file", "a 30-digit number in a
 
 
 def test_prepare_pku_skips_absurd_values(tmp_path):
-    report = prepare_pku(_bad_pku(tmp_path), tmp_path / "out", "pku2", ["xsub"])
+    root = _bad_pku(tmp_path)
+    (root / "skeleton" / "0004-L.txt").mkdir()                 # a folder among the skeleton files
+    report = prepare_pku(root, tmp_path / "out", "pku2", ["xsub"])
     reasons = {Path(s.path).stem: s.reason for s in report.skipped}
-    assert report.samples_written == 1
+    assert report.samples_written == 1 and reasons["0004-L"] == "a folder, not a skeleton .txt file"
     assert "not a position in metres" in reasons["0002-L"] and "line 5" in reasons["0002-L"]
     assert "at most 10 digits" in reasons["0003-L"]
 
@@ -207,6 +240,21 @@ def _garbage(name: str, expected: str):
     return damage
 
 
+def _labels(labels: list[int], expected: str):
+    def damage(folder: Path) -> str:
+        names, _ = read_labels(folder / "train_label.pkl")
+        (folder / "train_label.pkl").write_bytes(pickle.dumps((names, labels)))
+        return expected
+    return damage
+
+
+def _far_value(folder: Path) -> str:
+    data = np.load(folder / "train_data_joint.npy")
+    data[3, 2, 11, 24, 1] = -250.0
+    np.save(folder / "train_data_joint.npy", data)
+    return "clip 3 (S001C001P001R001A004) holds 1 coordinate(s) beyond 100 m (first -250)"
+
+
 BAD_ARRAYS = {
     "NaN in a clip": (_with_nan, "train_data_joint.npy"),
     "inf in a clip": (_with_inf, "train_data_joint.npy"),
@@ -227,6 +275,24 @@ BAD_ARRAYS = {
                              "train_num_frame.npy"),
     "one frame count too few": (_save("train_num_frame.npy", np.array([12, 12, 12]), "3 frame counts"),
                                 ""),
+    "frame count 480 where T = 12": (_save("train_num_frame.npy", np.array([12, 480, 12, 12]),
+                                           "clip 1 (S001C001P001R001A002) has a frame count of 480, outside "
+                                           "[1, 12]"), "train_num_frame.npy"),
+    "frame count 0": (_save("train_num_frame.npy", np.array([12, 12, 12, 0]), "clip 3 (S001C001P001R001A004) "
+                            "has a frame count of 0, outside [1, 12]"), "train_num_frame.npy"),
+    "label 500 of 2 classes": (_labels([0, 1, 500, 1], "clip 2 (S001C001P001R001A003) has label 500, outside "
+                                                       "[0, 2)"), "train_label.pkl"),
+    "a negative label": (_labels([0, -1, 0, 1], "clip 1 (S001C001P001R001A002) has label -1"), "train_label.pkl"),
+    "every value 1e30": (_save("train_data_joint.npy", np.full((4, 3, 12, 25, 2), 1e30, np.float32),
+                               "clip 0 (S001C001P001R001A001) holds 1800 coordinate(s) beyond 100 m (first "
+                               "1e+30): not positions in metres"), "train_data_joint.npy"),
+    "one value -250 m": (_far_value, "train_data_joint.npy"),
+    "one body slot (M = 1)": (_save("train_data_joint.npy", np.zeros((4, 3, 12, 25, 1), np.float32),
+                                    "clips have 1 body slot(s) per frame, the layout has 2"), "train_data_joint.npy"),
+    "three body slots (M = 3)": (_save("train_data_joint.npy", np.zeros((4, 3, 12, 25, 3), np.float32),
+                                       "clips have 3 body slot(s) per frame"), "train_data_joint.npy"),
+    "24 joints": (_save("train_data_joint.npy", np.zeros((4, 3, 12, 24, 2), np.float32),
+                        "clips have 24 joints per body, the layout has 25"), "train_data_joint.npy"),
 }
 
 
@@ -237,9 +303,47 @@ def test_bad_split_array_is_refused_naming_the_file(tmp_path, case):
     expected = damage(tmp_path)
     for mmap in (True, False):
         with pytest.raises(DataFormatError) as err:
-            load_split(tmp_path, "train", mmap=mmap)
+            load_split(tmp_path, "train", mmap=mmap, num_classes=2)
         message = str(err.value)
         assert str(tmp_path / file_name) in message and expected in message and "\n" not in message
+
+
+def test_split_of_other_layouts_and_the_cmd_pku_frame_counts(tmp_path, caplog):
+    """``joints``/``bodies`` are the layout's; a CMD reference PKU-MMD folder (T = 300) stores
+    uncut lengths: they are read as 300 and counted in the log, at any other T refused."""
+    arrays = clean_split()
+    arrays = SkeletonArrays(arrays.data[:, :, :, :20, :1].copy(), arrays.num_frame, arrays.labels, arrays.names)
+    save_split(tmp_path / "small", "train", arrays)
+    assert len(load_split(tmp_path / "small", "train", joints=(20, 25), bodies=1)) == 4
+    with pytest.raises(DataFormatError, match="clips have 20 joints per body, the layout has 25"):
+        load_split(tmp_path / "small", "train", bodies=1)
+    long = clean_split(3, 300)
+    save_split(tmp_path / "pku", "train", long)
+    np.save(tmp_path / "pku" / "train_num_frame.npy", np.array([300, 480, 51]))
+    with caplog.at_level("INFO", logger="i2md_lib"):
+        assert load_split(tmp_path / "pku", "train").num_frame.tolist() == [300, 300, 51]
+    assert "1 clip(s) count more frames than the 300 stored" in caplog.text
+
+
+def test_clips_shorter_than_the_window_are_stretched_and_counted_in_the_log(caplog):
+    """Case 5: a clip shorter than the window is kept and stretched to it (CMD's rule), and
+    loading the split logs how many there are."""
+    from i2md_lib.data.datasets import PretrainDataset, load_arrays
+
+    cfg = ExperimentConfig.for_profile("smoke", {"data.window": 32})    # smoke clips have 20-48 frames
+    with caplog.at_level("INFO", logger="i2md_lib"):
+        arrays = load_arrays(cfg.data, "train")
+    short = np.flatnonzero(np.minimum(arrays.num_frame, cfg.data.max_frames) < 32)
+    assert 0 < len(short) < len(arrays)
+    shortest = int(arrays.num_frame[short].min())
+    assert (f"synthetic xsub train: {len(short)} of {len(arrays)} clips have fewer frames than the 32-frame "
+            f"window (shortest {shortest}); each is stretched to the window") in caplog.text
+    view_q, view_k, _ = PretrainDataset.from_config(arrays, cfg)[int(short[0])]
+    assert view_q.shape[1] == view_k.shape[1] == 32 and torch.isfinite(view_q).all()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="i2md_lib"):
+        load_arrays(ExperimentConfig.for_profile("smoke").data, "train")      # window 16: none is short
+    assert "window" not in caplog.text
 
 
 def test_save_split_refuses_non_finite_clips(tmp_path):
@@ -357,23 +461,112 @@ def _code_in_checkpoint(state: dict, marker: Path) -> RunsCode:
     return RunsCode(os.system, f"touch {marker}")
 
 
+def _config_as_text(state: dict, marker: Path) -> dict:
+    state["config"] = "pretrain: {method: moco}"
+    return state
+
+
+def _no_config_section(state: dict, marker: Path) -> dict:
+    state["config"]["encoder"] = 3
+    return state
+
+
+def _wrong_digest(state: dict, marker: Path) -> RunsCode | dict:
+    state["step"] += 1            # written without sealing it again (see the test)
+    return state
+
+
 BAD_CHECKPOINTS = {
     "NaN in a weight": (_nan_weight, "NaN/inf values in 1 tensor(s): model."),
     "inf in the optimiser's momentum": (_inf_momentum, ".momentum_buffer"),
     "a pickled callable": (_code_in_checkpoint, "unreadable checkpoint"),
+    "a stored config that is a string": (_config_as_text, "the stored config is a str, not a mapping of config "
+                                                          "sections"),
+    "a config section that is a number": (_no_config_section, "section 'encoder' is a int"),
+    "an entry changed after the digest": (_wrong_digest, "the contents do not match the digest written with them"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
 def test_bad_checkpoint_is_refused(tmp_path, good_run, case):
+    """Damaged states are saved as a run would save them (with their digest), except the two
+    that are not dicts or must keep the old digest."""
     damage, expected = BAD_CHECKPOINTS[case]
     path, marker = tmp_path / "checkpoint.pt", tmp_path / "code_ran"
-    torch.save(damage(load_checkpoint(good_run / "checkpoint.pt"), marker), path)
+    state = damage(load_checkpoint(good_run / "checkpoint.pt"), marker)
+    torch.save(state, path) if case in ("a pickled callable", "an entry changed after the digest") \
+        else save_checkpoint(path, state)
     for load in (load_checkpoint, lambda p: load_pretrained(p.parent)):   # resume / evaluate
         with pytest.raises(CheckpointError) as err:
             load(path)
-        assert str(path) in str(err.value) and expected in str(err.value)
+        assert str(path) in str(err.value) and expected in str(err.value) and "\n" not in str(err.value)
     assert not marker.exists()
+
+
+def flip_a_weight_byte(source: Path, target: Path) -> None:
+    """``source`` with the lowest mantissa byte of one float32 weight flipped: the file still
+    loads and every value stays finite (torch checks no checksum of its own)."""
+    weights = torch.load(source, weights_only=True)["model"]
+    tensor = next(v for v in weights.values() if v.dtype == torch.float32 and v.numel() >= 64)
+    raw, block = bytearray(source.read_bytes()), tensor.numpy().tobytes()
+    at = raw.find(block)
+    assert at >= 0 and raw.find(block, at + 1) < 0
+    raw[at + 4 * 17] ^= 0x01                          # little endian: byte 0 of element 17
+    target.write_bytes(bytes(raw))
+    changed = torch.load(target, weights_only=True)["model"]
+    assert sum(not torch.equal(changed[k], weights[k]) for k in weights) == 1
+    assert all(torch.isfinite(v).all() for v in changed.values() if v.is_floating_point())
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_caught(tmp_path, good_run, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    flip_a_weight_byte(good_run / "checkpoint.pt", run / "checkpoint.pt")
+    (run / "config.yaml").write_bytes((good_run / "config.yaml").read_bytes())
+    expected = f"{run / 'checkpoint.pt'}: the contents do not match the digest written with them"
+    for load in (load_checkpoint, load_pretrained):
+        with pytest.raises(CheckpointError, match="do not match the digest") as err:
+            load(run / "checkpoint.pt")
+        assert str(err.value).startswith(expected)
+    with pytest.raises(CheckpointError, match="do not match the digest"):          # resume
+        pretrain(smoke(**{"pretrain.epochs": 2}), run, arrays=tiny_arrays(), progress=False,
+                 allow_changes=["pretrain.epochs"])
+    code, err = run_cli(capsys, "evaluate", "--run-dir", str(run), "--no-progress")
+    assert code == 2 and err.strip().splitlines()[-1].startswith(f"error: {expected}")
+
+
+def test_files_without_a_digest_still_load(tmp_path, good_run):
+    """Checkpoints and model files from before digests (those committed under results/) load;
+    a model file saved today carries its digest and a flipped byte in it is caught."""
+    state = load_checkpoint(good_run / "checkpoint.pt")
+    assert len(state.pop("digest")) == 64
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 1
+    committed = REPO / "results" / "book" / "main" / "cmd" / "seed0_model.pt"
+    assert "digest" not in torch.load(committed, weights_only=True)
+    cfg, model = load_pretrained(committed)
+    from i2md_lib.models.pretrained import save_model_file
+
+    path = save_model_file(tmp_path / "seed0_model.pt", cfg, model)
+    assert load_pretrained(path)[0] == cfg
+    flip_a_weight_byte(path, path)
+    with pytest.raises(CheckpointError, match="seed0_model.pt: the contents do not match the digest"):
+        load_pretrained(path)
+
+
+def test_resuming_with_weights_of_another_size_is_one_line(tmp_path, good_run):
+    """A checkpoint whose weights do not fit the config (here: another hidden size, allowed as a
+    change) names the file in one line instead of torch's list of every tensor."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes((good_run / "checkpoint.pt").read_bytes())
+    hidden = smoke().encoder.hidden_size
+    with pytest.raises(CheckpointError) as err:
+        pretrain(smoke(**{"encoder.hidden_size": 2 * hidden}), run, arrays=tiny_arrays(), progress=False,
+                 allow_changes=["encoder.hidden_size"])
+    message = str(err.value)
+    assert message.startswith(f"{run / 'checkpoint.pt'}: the stored weights do not fit the model of this config: ")
+    assert "tensor(s) of another shape, 0 missing, 0 unexpected (first " in message and "\n" not in message
 
 
 def test_official_cmd_checkpoint_with_nan_weights_is_refused(tmp_path):
@@ -392,6 +585,46 @@ def test_official_cmd_checkpoint_with_nan_weights_is_refused(tmp_path):
     state["module.encoder_q.encoder.gru.weight_hh_l0"][1, 2] = float("nan")
     torch.save({"epoch": 451, "state_dict": state}, path)
     with pytest.raises(CmdCheckpointError, match=r"checkpoint_0450.pth.tar: NaN/inf values .*weight_hh_l0"):
+        load_cmd_checkpoint(path, ["joint"])
+
+
+def reference_encoder(layers: int, hidden: int = 4, features: int = 150) -> dict[str, torch.Tensor]:
+    """The tensors of one reference ``BIGRU`` (no head), zeros except the BatchNorm."""
+    enc = {"input_norm.weight": torch.ones(features), "input_norm.bias": torch.zeros(features),
+           "input_norm.running_mean": torch.zeros(features), "input_norm.running_var": torch.ones(features)}
+    for layer in range(layers):
+        for suffix in ("", "_reverse"):
+            enc[f"encoder.gru.weight_ih_l{layer}{suffix}"] = torch.zeros(3 * hidden, features if layer == 0
+                                                                         else 2 * hidden)
+            enc[f"encoder.gru.weight_hh_l{layer}{suffix}"] = torch.zeros(3 * hidden, hidden)
+            enc[f"encoder.gru.bias_ih_l{layer}{suffix}"] = torch.zeros(3 * hidden)
+            enc[f"encoder.gru.bias_hh_l{layer}{suffix}"] = torch.zeros(3 * hidden)
+    return enc
+
+
+def test_official_cmd_checkpoint_with_a_layer_removed_is_refused(tmp_path):
+    """Case 7: the second GRU layer of the query encoder removed; the key encoder still has it.
+    Without an encoder config it used to load as a one-layer GRU."""
+    state = {f"module.{name}.{k}": v for name in ("encoder_q", "encoder_k") for k, v in reference_encoder(2).items()}
+    path = tmp_path / "checkpoint_0450.pth.tar"
+    torch.save({"epoch": 451, "state_dict": state}, path)
+    assert len(load_cmd_checkpoint(path, ["joint"])["joint"].layers) == 2               # intact: loads
+    removed = {k: v for k, v in state.items() if not (k.startswith("module.encoder_q.") and "_l1" in k)}
+    torch.save({"epoch": 451, "state_dict": removed}, path)
+    with pytest.raises(CmdCheckpointError) as err:
+        load_cmd_checkpoint(path, ["joint"])
+    assert str(err.value) == (f"{path}: the encoders disagree on (input, hidden, layers): encoder_k (150, 4, 2); "
+                              f"encoder_q (150, 4, 1); a layer or tensor is missing, the checkpoint is damaged")
+    state.update({f"module.{name}.{k}": v for name in ("encoder_q_motion", "encoder_k_motion")
+                  for k, v in reference_encoder(2).items()})
+    torch.save({"epoch": 451, "state_dict": {**removed, **{k: v for k, v in state.items() if "motion" in k}}}, path)
+    with pytest.raises(CmdCheckpointError, match=r": encoder_q \(150, 4, 1\); encoder_q_motion, encoder_k, "
+                                                 r"encoder_k_motion \(150, 4, 2\); a layer"):
+        load_cmd_checkpoint(path, ["motion"])
+    only_ih = {k: v for k, v in state.items() if k != "module.encoder_k.encoder.gru.weight_ih_l1"}
+    torch.save({"epoch": 451, "state_dict": only_ih}, path)
+    with pytest.raises(CmdCheckpointError, match=r"checkpoint_0450.pth.tar: encoder_k: no consecutive GRU layers "
+                                                 r".*layer\(s\) \[1\] missing"):
         load_cmd_checkpoint(path, ["joint"])
 
 
@@ -480,6 +713,21 @@ def _crafted_labels(root: Path) -> Path:
     return root
 
 
+def _bad_dataset(root: Path, label: int = 0, value: float = 0.0) -> Path:
+    """A dataset whose training clip 7 has ``label`` and, when non-zero, every coordinate ``value``
+    (written into the array itself: ``save_split`` refuses such values)."""
+    save_split(root / "xsub", "train", clean_split(20, 24))
+    save_split(root / "xsub", "val", clean_split(4, 24))
+    names, labels = read_labels(root / "xsub" / "train_label.pkl")
+    labels[7] = label
+    (root / "xsub" / "train_label.pkl").write_bytes(pickle.dumps((names, labels.tolist())))
+    if value:
+        data = np.load(root / "xsub" / "train_data_joint.npy")
+        data[7] = value
+        np.save(root / "xsub" / "train_data_joint.npy", data)
+    return root
+
+
 SMOKE = ("--profile", "smoke")
 BAD_COMMANDS = {
     "negative batch": (["config", *SMOKE, "--set", "pretrain.batch_size=-4"], "pretrain.batch_size must be >= 1"),
@@ -499,6 +747,22 @@ BAD_COMMANDS = {
     "pretrain on NaN arrays": (["pretrain", *SMOKE, "--run-dir", "{tmp}/nanrun", "--set", "data.dataset=ntu60",
                                 "--set", "data.root={tmp}/nanset", "--no-progress"],
                                "train_data_joint.npy: clip 7 (S001C001P001R001A008) holds 1 NaN/inf"),
+    "pretrain on a label of 500 (60 classes)": (["pretrain", *SMOKE, "--run-dir", "{tmp}/run", "--set",
+                                                 "data.dataset=ntu60", "--set", "data.root={tmp}/labelset",
+                                                 "--no-progress"],
+                                                "train_label.pkl: clip 7 (S001C001P001R001A008) has label 500, "
+                                                "outside [0, 60)"),
+    "pretrain on values of 1e30": (["pretrain", *SMOKE, "--run-dir", "{tmp}/run", "--set", "data.dataset=ntu60",
+                                    "--set", "data.root={tmp}/farset", "--no-progress"],
+                                   "train_data_joint.npy: clip 7 (S001C001P001R001A008) holds 3600 coordinate(s) "
+                                   "beyond 100 m"),
+    "pretrain on clips of 3 bodies (M = 3)": (["pretrain", *SMOKE, "--run-dir", "{tmp}/run", "--set",
+                                               "data.dataset=ntu60", "--set", "data.root={tmp}/m3set",
+                                               "--no-progress"],
+                                              "m3set/xsub/train_data_joint.npy: clips have 3 body slot(s) per frame, "
+                                              "the layout has 2"),
+    "prepare-ntu on an empty raw folder": (["prepare-ntu", "{tmp}/emptyraw", "{tmp}/out"],
+                                           "emptyraw: empty raw folder, no file found"),
     "pretrain on crafted labels": (["pretrain", *SMOKE, "--run-dir", "{tmp}/pklrun", "--set",
                                     "data.dataset=ntu60", "--set", "data.root={tmp}/pklset", "--no-progress"],
                                    "train_label.pkl: refusing to load posix.system"),
@@ -518,6 +782,11 @@ def test_bad_command_line_is_one_error_line_and_exit_code_2(tmp_path, capsys, ca
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     nan_dataset(tmp_path / "nanset")
     _crafted_labels(tmp_path / "pklset")
+    _bad_dataset(tmp_path / "labelset", label=500)
+    _bad_dataset(tmp_path / "farset", value=1e30)
+    (tmp_path / "emptyraw").mkdir()
+    _bad_dataset(tmp_path / "m3set")
+    np.save(tmp_path / "m3set" / "xsub" / "train_data_joint.npy", np.zeros((20, 3, 24, 25, 3), np.float32))
     argv, expected = BAD_COMMANDS[case]
     code, err = run_cli(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in argv))
     assert code == 2 and "Traceback" not in err, err
@@ -526,6 +795,45 @@ def test_bad_command_line_is_one_error_line_and_exit_code_2(tmp_path, capsys, ca
     assert sum(line.startswith("error: ") for line in err.splitlines()) <= 1
     assert not (tmp_path / "pklset" / "code_ran").exists()
     assert not (tmp_path / "nanrun" / "checkpoint.pt").exists()
+
+
+def test_a_device_the_machine_lacks_is_one_line(tmp_path, capsys, monkeypatch, good_run):
+    """Case 11: ``cuda`` on a machine without CUDA names the setting and what to do."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    code, err = run_cli(capsys, "pretrain", *SMOKE, "--run-dir", str(tmp_path / "run"), "--set",
+                        "pretrain.device=cuda", "--no-progress")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: pretrain.device 'cuda': ") and "use cpu" in last, err
+    assert "Traceback" not in err and not (tmp_path / "run" / "checkpoint.pt").exists()
+    code, err = run_cli(capsys, "evaluate", "--run-dir", str(good_run), "--device", "cuda:1", "--no-progress")
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: device 'cuda:1': "), err
+    monkeypatch.setenv("I2MD_DEVICE", "cuda")
+    with pytest.raises(ValueError, match=r"^\$I2MD_DEVICE 'cuda': .*use cpu"):
+        pretrain(smoke(), tmp_path / "env", arrays=tiny_arrays(), progress=False)
+    monkeypatch.setenv("I2MD_DEVICE", "gpu")
+    with pytest.raises(ValueError, match=r"^\$I2MD_DEVICE 'gpu' is not a device name"):
+        pretrain(smoke(), tmp_path / "env", arrays=tiny_arrays(), progress=False)
+
+
+def test_the_command_line_resumes_nothing_from_a_checkpoint_whose_config_is_text(tmp_path, capsys, good_run):
+    """Case 10 through ``pretrain`` (resume) and ``evaluate``: one line naming the file."""
+    state = load_checkpoint(good_run / "checkpoint.pt")
+    state["config"] = "pretrain: {method: moco}"
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    expected = f"error: {tmp_path / 'checkpoint.pt'}: the stored config is a str, not a mapping of config sections"
+    for argv in (["pretrain", *SMOKE, "--method", "moco", "--run-dir", str(tmp_path), "--no-progress"],
+                 ["evaluate", "--run-dir", str(tmp_path), "--no-progress"]):
+        code, err = run_cli(capsys, *argv)
+        assert code == 2 and err.strip().splitlines()[-1].startswith(expected) and "Traceback" not in err, err
+
+
+def test_the_command_line_shows_the_count_of_short_clips(tmp_path, capsys):
+    code, err = run_cli(capsys, "pretrain", *SMOKE, "--method", "moco", "--run-dir", str(tmp_path), "--set",
+                        "data.window=32", "--max-steps", "1", "--no-progress")
+    assert code == 0, err
+    assert any(line.startswith("synthetic xsub train: ") and "clips have fewer frames than the 32-frame window"
+               in line for line in err.splitlines()), err
 
 
 def test_debug_shows_the_traceback(capsys):

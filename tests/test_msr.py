@@ -131,7 +131,7 @@ def test_prepare_writes_splits_and_names_every_skipped_clip(corpus):
     shoulders = first[:, :, K.x_bone[1]] - first[:, :, K.x_bone[0]]
     np.testing.assert_allclose(shoulders[:, 1:], 0, atol=1e-5)
     assert (shoulders[:, 0] > 0).all()
-    with pytest.raises(DataFormatError, match=r"expected shape \(N, 3, T, 25, 2\) for the ntu25 layout"):
+    with pytest.raises(DataFormatError, match=r"clips have 20 joints per body, the layout has 25"):
         load_split(root / "out" / "xsub", "train", layout=skeleton.NTU25)
 
 

@@ -1,7 +1,8 @@
 """Torch Datasets for pretraining and evaluation, and the dataset dispatch by config.
 
 * :func:`load_arrays` turns a :class:`~i2md_lib.config.DataConfig` into the arrays
-  of one split: the synthetic dataset or a folder in the CMD layout (``store.py``).
+  of one split: the synthetic dataset or a folder in the CMD layout (``store.py``),
+  checked by :func:`store.validate_split` (labels against the dataset's class count).
 * :class:`PretrainDataset` gives two independently augmented *joint* views of a clip;
   the model derives motion and bone from each view (as the CMD reference does).
 * :class:`EvalDataset` gives one cropped clip and its label.
@@ -13,12 +14,20 @@ of workers or on the order items are read, and a resumed run re-creates exactly 
 views it would have seen. Call :func:`set_epoch` (or ``dataset.set_epoch``) at the
 start of every epoch.
 
+Clips shorter than the window: a clip whose used frames ``min(num_frame, max_frames)``
+are fewer than ``window`` is kept and *stretched* to the window by the same linear
+interpolation in time that resizes every crop (the CMD reference's rule: its crop is
+clamped to ``[window, n]``, i.e. the whole clip, then resized). No frame of zeros is padded
+and no clip is refused; :func:`load_arrays` logs how many clips of the split are short
+(logger ``i2md_lib.data.datasets``, shown by the command line).
+
 Large arrays stay memory-mapped: a dataset indexes one clip at a time and reads
 only the frames it uses; pickling a dataset (to spawned workers) re-opens the map
 instead of copying the data.
 """
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 from pathlib import Path
@@ -41,6 +50,12 @@ _PREPARE_COMMAND = {
     "pku2": "python -m i2md_lib prepare-pku",
     "msr": "python -m i2md_lib prepare-msr",
 }
+
+#: Classes of each real dataset (labels must lie in ``[0, count)``); PKU-MMD numbers its
+#: actions 1..51 in both parts, MSR Action3D 1..20.
+NUM_CLASSES = {"ntu60": 60, "ntu120": 120, "pku1": 51, "pku2": 51, "msr": 20}
+
+log = logging.getLogger(__name__)
 
 #: Folder names the CMD reference's data_gen uses where ours differ.
 _REFERENCE_FOLDER_ALIASES = {"xset": "xsetup"}
@@ -75,8 +90,29 @@ def load_arrays(data_cfg: DataConfig, part: str) -> SkeletonArrays:
     if dataset == "synthetic":
         from .synthetic import synthetic_split  # lazy: generating data is not always needed
 
-        return synthetic_split(data_cfg.synthetic, data_cfg.benchmark, part)
-    return store.load_split(_benchmark_folder(data_cfg), part, mmap=data_cfg.mmap, layout=data_cfg.layout)
+        arrays = synthetic_split(data_cfg.synthetic, data_cfg.benchmark, part)
+    else:
+        arrays = store.load_split(_benchmark_folder(data_cfg), part, mmap=data_cfg.mmap,
+                                  num_classes=NUM_CLASSES[dataset], layout=data_cfg.layout)
+    log_short_clips(arrays, data_cfg, part)
+    return arrays
+
+
+def short_clips(num_frame: np.ndarray, window: int, max_frames: int) -> np.ndarray:
+    """``(N,)`` bool: the clips whose used frames ``min(num_frame, max_frames)`` are fewer than
+    ``window`` (each is stretched to the window, see the module docstring)."""
+    return np.minimum(np.asarray(num_frame), max_frames) < window
+
+
+def log_short_clips(arrays: SkeletonArrays, data_cfg: DataConfig, part: str) -> None:
+    """Log (INFO) how many clips of ``arrays`` are shorter than ``data_cfg.window``."""
+    short = short_clips(arrays.num_frame, data_cfg.window, data_cfg.max_frames)
+    if short.any():
+        used = np.minimum(arrays.num_frame[short], data_cfg.max_frames)
+        log.info("%s %s %s: %d of %d clips have fewer frames than the %d-frame window (shortest %d); "
+                 "each is stretched to the window by linear interpolation, as CMD does",
+                 data_cfg.dataset, data_cfg.benchmark, part, int(short.sum()), len(arrays),
+                 data_cfg.window, int(used.min()))
 
 
 def _benchmark_folder(data_cfg: DataConfig) -> Path:

@@ -39,7 +39,7 @@ from typing import Iterable
 import numpy as np
 
 from ..skeleton import KINECT_V1_20
-from .ntu import PrepareReport, CmdSplitWriter, _progress, _save_report
+from .ntu import CmdSplitWriter, NothingToWriteError, PrepareReport, _progress, _save_report
 from .output_folder import staged_folder
 from .preprocess import select_bodies
 from .store import PARTS
@@ -151,7 +151,8 @@ def prepare_msr(raw_dir: str | Path, out_dir: str | Path, benchmarks: Iterable[s
 
     Raises:
         FileNotFoundError: ``raw_dir`` is not a folder.
-        ValueError: no skeleton file in ``raw_dir``, or an unknown benchmark.
+        NothingToWriteError: no skeleton file in ``raw_dir`` (a ``ValueError``).
+        ValueError: an unknown benchmark.
         MsrFormatError: a malformed file (names the file and line); ``out_dir`` is left as it was.
     """
     benchmarks = tuple(benchmarks)
@@ -182,7 +183,7 @@ def prepare_msr(raw_dir: str | Path, out_dir: str | Path, benchmarks: Iterable[s
         seen[str(name)] = path
         accepted.append((path, name))
     if not accepted:
-        raise ValueError(f"{raw_dir}: no MSR Action3D skeleton file (aAA_sSS_eEE_skeleton3D.txt) among its "
+        raise NothingToWriteError(f"{raw_dir}: no MSR Action3D skeleton file (aAA_sSS_eEE_skeleton3D.txt) among its "
                          f"{report.files_seen} file(s)")
 
     clips, inferred, joints_read = [], 0, 0

@@ -13,8 +13,11 @@ Every file that is not written is listed in the report with its reason: on the
 missing-skeleton list, an unknown name, outside the version's ID range, unreadable, a
 parse error (with its line; counts that the file is too short for and coordinates that
 are not positions are parse errors too), impossibly long, no frames or no body at all,
-or a duplicate name. Nothing is dropped silently. Sample names are stored without the
-``.skeleton`` extension, in sorted order.
+or a duplicate name; a folder named like a ``.skeleton`` file and an entry that is not a
+regular file (a broken link, a pipe) are listed too (other folders are searched). Nothing
+is dropped silently. A raw folder that gives no sample at all (empty, or every file
+skipped) is an error (:class:`NothingToWriteError`) and ``out_dir`` is left as it was.
+Sample names are stored without the ``.skeleton`` extension, in sorted order.
 
 ``out_dir`` changes as a whole or not at all (:mod:`.output_folder`): the conversion
 writes beside it and swaps the result in, so a killed run leaves the old dataset or the
@@ -46,6 +49,34 @@ REPORT_NAME = "prepare_report.json"
 #: Frames beyond which a ``.skeleton`` file is skipped as impossible (NTU clips last seconds;
 #: 10000 frames are 5.5 minutes at 30 fps) before its frames are expanded in memory.
 MAX_FILE_FRAMES = 10_000
+
+
+class NothingToWriteError(ValueError):
+    """A conversion found no sample to write (an empty raw folder, or every file skipped)."""
+
+
+def skip_non_file(report: "PrepareReport", path: Path, kind: str) -> bool:
+    """Record ``path`` in ``report`` as skipped when it is not a regular file named like ``kind``
+    (a folder, a broken link, a pipe); ``True`` when it was skipped."""
+    if path.is_file():
+        return False
+    if path.is_dir():
+        report.skip(path, f"a folder, not a {kind} file")
+    else:
+        report.skip(path, "not a regular file (a broken link, a pipe or a device)")
+    return True
+
+
+def require_samples(report: "PrepareReport", expected: str) -> None:
+    """Raise :class:`NothingToWriteError` when ``report`` has no sample to write: one line naming
+    the raw folder, what was seen and why each kind of file was skipped."""
+    if report.samples_written:
+        return
+    if report.files_seen == 0:
+        raise NothingToWriteError(f"{report.raw_dir}: empty raw folder, no file found (expected {expected}); "
+                                  f"nothing was written")
+    raise NothingToWriteError(f"{report.raw_dir}: no sample to write: {report.files_seen} entries seen, all "
+                              f"skipped ({report.reason_counts()}); nothing was written to {report.out_dir}")
 
 
 @dataclass
@@ -195,6 +226,7 @@ def prepare_ntu(raw_dir: str | Path, out_dir: str | Path, version: str = "ntu60"
 
     Raises:
         FileNotFoundError: ``raw_dir`` does not exist or is not a folder.
+        NothingToWriteError: no sample to write (an empty folder, or every file skipped).
         ValueError: unknown version or benchmark.
     """
     if version not in VERSIONS:
@@ -214,8 +246,11 @@ def prepare_ntu(raw_dir: str | Path, out_dir: str | Path, version: str = "ntu60"
     # Pass 1, names only: which files to parse and which split each one feeds.
     accepted: list[tuple[Path, str, int, list[tuple[str, str]]]] = []
     seen: dict[str, Path] = {}
-    for path in sorted((p for p in raw_dir.rglob("*") if p.is_file()), key=lambda p: (p.name, str(p))):
+    entries = (p for p in raw_dir.rglob("*") if not p.is_dir() or p.suffix == ".skeleton")   # folders: searched
+    for path in sorted(entries, key=lambda p: (p.name, str(p))):
         report.files_seen += 1
+        if skip_non_file(report, path, ".skeleton"):
+            continue
         if path.suffix != ".skeleton":
             report.skip(path, "not a .skeleton file")
             continue
@@ -244,9 +279,13 @@ def prepare_ntu(raw_dir: str | Path, out_dir: str | Path, version: str = "ntu60"
         for key in targets:
             capacity[key] += 1
 
+    expected = "SsssCcccPpppRrrrAaaa.skeleton files"
+    if not accepted:
+        require_samples(report, expected)
     # Pass 2: parse, select bodies, normalise, write (into a folder that then replaces out_dir).
     with staged_folder(out_dir) as stage:
         _convert_ntu(accepted, CmdSplitWriter(stage, capacity, max_frames), report, progress, version)
+        require_samples(report, expected)
         _save_report(stage, report, verbose=False)
     if verbose:
         print(report.format())

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..skeleton import NUM_JOINTS
 from ..utils import atomic_write
+from . import store
 from .store import DataFormatError
 
 #: printf format of every float written by :func:`write_skeleton`: 7 significant digits,
@@ -55,10 +56,11 @@ _JOINT_INT_COLUMNS = (11,)
 _NUM_INFO = len(BODY_INFO_FIELDS) - 1
 _NUM_JOINT_FIELDS = len(JOINT_FIELDS)
 _MAX_BODY_ID = 2**64 - 1
-#: Largest ``|x|``, ``|y|``, ``|z|`` (metres) a parser accepts. Kinect v2 tracks bodies up to
-#: about 4.5 m away; anything beyond 100 m is not a position but a corrupt value (1e39
-#: would even overflow the float32 arrays to inf).
-MAX_ABS_COORDINATE = 100.0
+#: Largest ``|x|``, ``|y|``, ``|z|`` (metres) a parser accepts, the bound of the stored splits
+#: (:data:`.store.MAX_ABS_COORDINATE`, 100 m). Kinect v2 tracks bodies up to about 4.5 m away;
+#: anything beyond is not a position but a corrupt value (1e39 would even overflow the float32
+#: arrays to inf).
+MAX_ABS_COORDINATE = store.MAX_ABS_COORDINATE
 
 
 class SkeletonFormatError(DataFormatError):

@@ -23,7 +23,8 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from ..skeleton import MAX_BODIES, NUM_JOINTS
-from .ntu import MAX_FRAMES, CmdSplitWriter, PrepareReport, _progress, _save_report
+from .ntu import MAX_FRAMES, CmdSplitWriter, PrepareReport, _progress, _save_report, require_samples, \
+    skip_non_file
 from .ntu_format import SkeletonFormatError, check_coordinates, check_number_line
 from .output_folder import staged_folder
 from .store import PARTS
@@ -108,11 +109,14 @@ def prepare_pku(root: str | Path, out_dir: str | Path, version: str = "pku2",
         max_frames: stored ``T``; longer actions are cut and ``num_frame`` says so.
 
     Returns the report (also saved as ``out_dir/prepare_report.json``). Videos that fail
-    to parse and label rows that cannot give a sample are listed there with the reason.
+    to parse, label rows that cannot give a sample and entries of the skeleton folder that
+    are not files (a folder, a broken link) are listed there with the reason. No sample at
+    all (an empty skeleton folder, every row skipped) is an error and ``out_dir`` stays as it was.
 
     Raises:
         FileNotFoundError: ``root``, a data folder or a split file is missing.
         SkeletonFormatError: a split file has no training ids on line 2.
+        NothingToWriteError: no sample to write.
     """
     if version not in DEFAULT_SPLIT_FILES:
         raise ValueError(f"unknown PKU-MMD version {version!r}; choose pku1 or pku2")
@@ -134,8 +138,10 @@ def prepare_pku(root: str | Path, out_dir: str | Path, version: str = "pku2",
     # Pass 1: labels -> the samples of every video and their splits.
     jobs: list[tuple[Path, str, np.ndarray, np.ndarray]] = []  # path, video, labels, usable rows
     videos: set[str] = set()
-    for path in sorted(p for p in skel_root.iterdir() if p.is_file()):
+    for path in sorted(skel_root.iterdir()):
         report.files_seen += 1
+        if skip_non_file(report, path, "skeleton .txt"):
+            continue
         if path.suffix != ".txt":
             report.skip(path, "not a .txt file")
             continue
@@ -176,10 +182,14 @@ def prepare_pku(root: str | Path, out_dir: str | Path, version: str = "pku2",
         for b in benchmarks:
             capacity[(b, "train" if video in training[b] else "val")] += len(rows)
 
+    expected = f"<video>.txt skeleton files in {skel_root}"
+    if not any(len(rows) for *_, rows in jobs):
+        require_samples(report, expected)
     # Pass 2: frames -> samples (into a folder that then replaces out_dir).
     with staged_folder(out_dir) as stage:
         _convert_pku(jobs, training, benchmarks, label_root, CmdSplitWriter(stage, capacity, max_frames),
                      report, progress, version)
+        require_samples(report, expected)
         _save_report(stage, report, verbose=False)
     if verbose:
         print(report.format())

@@ -13,25 +13,48 @@ preprocessed NTU/PKU-MMD with it can point ``DataConfig.root`` at that folder.
 
 A downloaded folder is data, never code: :func:`read_labels` unpickles with
 :class:`LabelUnpickler`, which builds nothing but lists, tuples, strings and integers
-(numpy integer scalars included), and :func:`load_split` checks that every coordinate
-is finite (once per file and process, a chunk of clips at a time).
+(numpy integer scalars included). :func:`load_split` then checks the split with
+:func:`validate_split`, the one check every loader goes through (NTU, PKU-MMD, the
+synthetic data): joints and body slots of the layout, frame counts within ``[1, T]``,
+labels within ``[0, number of classes)``, and finite coordinates within
+:data:`MAX_ABS_COORDINATE` metres in the valid frames (once per file and process, a
+chunk of clips at a time). Each failure is one :class:`DataFormatError` line naming the
+file, the clip (index and name) and the problem.
+
+One exception to ``num_frame <= T``, for folders written by the CMD reference: its
+PKU-MMD ``data_gen`` cuts clips at ``T = 300`` frames but stores the uncut length, so
+with ``T ==`` :data:`CMD_FRAMES` a longer count is read as ``T`` (the number of such
+clips is logged); with any other ``T`` it is refused.
 """
 from __future__ import annotations
 
 import codecs
 import io
+import logging
 import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..skeleton import LAYOUTS, Layout
+from ..skeleton import NTU25, Layout
 from ..utils import atomic_write
 
 PARTS = ("train", "val")
+#: Largest ``|coordinate|`` (metres) a split may hold in the valid frames of a clip. Kinect v2
+#: tracks bodies up to about 4.5 m away and a normalised clip is centred on its body, so real
+#: data stays within ~10 m; 100 m leaves room for any other sensor, while values such as 1e30
+#: (a corrupt file, or units other than metres) are refused. The raw-file parsers use it too.
+MAX_ABS_COORDINATE = 100.0
+#: ``T`` of the CMD layout; the CMD reference's PKU-MMD ``data_gen`` cuts clips to it.
+CMD_FRAMES = 300
+#: Joints and body slots of the NTU layout (the defaults of :func:`validate_split`).
+#: Joints and body slots a split has when no layout is given: NTU's (``skeleton.NTU25``).
+DEFAULT_JOINTS, DEFAULT_BODIES = NTU25.num_joints, NTU25.num_bodies
+
+log = logging.getLogger(__name__)
 
 
 class DataFormatError(ValueError):
@@ -124,10 +147,9 @@ def split_paths(folder: str | Path, part: str) -> dict[str, Path]:
 def save_split(folder: str | Path, part: str, arrays: SkeletonArrays) -> None:
     """Write ``arrays`` as ``part`` in ``folder``; each file is written atomically."""
     paths = split_paths(folder, part)
-    bad = first_non_finite_clip(arrays.data, arrays.num_frame)
+    bad = first_bad_clip(arrays.data, arrays.num_frame)
     if bad is not None:
-        raise DataFormatError(f"{paths['data']}: not written, clip {bad[0]} ({arrays.names[bad[0]]}) "
-                              f"holds {bad[1]} NaN/inf coordinate(s)")
+        raise DataFormatError(f"{paths['data']}: not written, clip {bad[0]} ({arrays.names[bad[0]]}) {bad[1]}")
     # np.save appends .npy to names without it, and the temporary names end in .tmp,
     # so write through open file handles.
     atomic_write(paths["data"], lambda p: _save_npy(p, np.asarray(arrays.data, dtype=np.float32)))
@@ -141,16 +163,19 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
-def load_split(folder: str | Path, part: str, mmap: bool = True, layout: Layout | None = None) -> SkeletonArrays:
+def load_split(folder: str | Path, part: str, mmap: bool = True, num_classes: int | None = None,
+               joints: int | Sequence[int] = DEFAULT_JOINTS, bodies: int = DEFAULT_BODIES,
+               layout: Layout | None = None) -> SkeletonArrays:
     """Load ``part`` from ``folder``; ``mmap`` maps the big array instead of reading it.
 
-    With ``layout``, the joints and bodies of the array must be the layout's; without, the joints
-    must be those of some known layout (25 or 20).
+    The split is checked by :func:`validate_split` with ``num_classes`` (``None``: labels
+    only need to be >= 0), ``joints`` (one count or the counts allowed) and ``bodies``; a
+    ``layout`` (``skeleton.Layout``) gives both counts instead.
 
     Raises:
         FileNotFoundError: a file is missing (the message names it).
-        DataFormatError: a file is unreadable, inconsistent, holds NaN/inf coordinates or
-            a label pickle with anything but names and integer labels (the message names it).
+        DataFormatError: a file is unreadable, inconsistent, fails :func:`validate_split` or
+            holds a label pickle with anything but names and integer labels (the message names it).
     """
     paths = split_paths(folder, part)
     for key, path in paths.items():
@@ -162,7 +187,6 @@ def load_split(folder: str | Path, part: str, mmap: bool = True, layout: Layout 
         raise DataFormatError(f"{paths['data']}: not a readable .npy array ({e})") from e
     if data.ndim != 5 or data.shape[1] != 3:
         raise DataFormatError(f"{paths['data']}: expected shape (N, 3, T, V, M), got {data.shape}")
-    _check_layout_shape(paths["data"], data.shape, layout)
     if data.dtype.kind != "f":
         raise DataFormatError(f"{paths['data']}: expected float coordinates, got dtype {data.dtype}")
     num_frame = _read_frame_counts(paths["num_frame"])
@@ -172,24 +196,16 @@ def load_split(folder: str | Path, part: str, mmap: bool = True, layout: Layout 
             f"{folder}: {part} split has {len(data)} clips but {len(num_frame)} frame counts "
             f"and {len(labels)} labels / {len(names)} names"
         )
-    if (labels < 0).any():
-        raise DataFormatError(f"{paths['label']}: negative labels (labels must be 0-based)")
-    num_frame = np.clip(num_frame, 1, data.shape[2])  # PKU quirk: stored length may exceed T
-    check_finite(paths["data"], data, num_frame, names)
-    return SkeletonArrays(data, num_frame, labels, names)
-
-
-def _check_layout_shape(path: Path, shape: tuple[int, ...], layout: Layout | None) -> None:
-    """Refuse an array whose joint (and, with ``layout``, body) count is not the layout's."""
-    if layout is None:
-        known = sorted({l.num_joints for l in LAYOUTS.values()})
-        if shape[3] not in known:
-            raise DataFormatError(f"{path}: {shape[3]} joints per body (shape {shape}); the known skeleton "
-                                  f"layouts have {' or '.join(map(str, known))}")
-        return
-    if (shape[3], shape[4]) != (layout.num_joints, layout.num_bodies):
-        raise DataFormatError(f"{path}: expected shape (N, 3, T, {layout.num_joints}, {layout.num_bodies}) "
-                              f"for the {layout.name} layout, got {shape}")
+    if data.shape[2] == CMD_FRAMES and (num_frame > CMD_FRAMES).any():   # the CMD reference's PKU-MMD folders
+        log.info("%s: %d clip(s) count more frames than the %d stored (a CMD reference PKU-MMD folder "
+                 "stores the uncut length): read as %d", paths["num_frame"], int((num_frame > CMD_FRAMES).sum()),
+                 CMD_FRAMES, CMD_FRAMES)
+        num_frame = np.minimum(num_frame, CMD_FRAMES)
+    arrays = SkeletonArrays(data, num_frame, labels, names)
+    if layout is not None:
+        joints, bodies = layout.num_joints, layout.num_bodies
+    validate_split(arrays, paths, num_classes, joints, bodies)
+    return arrays
 
 
 def _read_frame_counts(path: Path) -> np.ndarray:
@@ -293,45 +309,102 @@ def read_labels(path: str | Path) -> tuple[list[str], np.ndarray]:
     return list(names), np.asarray(labels, dtype=np.int64)
 
 
-# -- finite coordinates -------------------------------------------------------------------
+# -- the checks of a split ------------------------------------------------------------
 _CHUNK_BYTES = 64 * 2**20            # coordinates checked at a time
-_FINITE_CHECKED: set[tuple] = set()  # files found finite in this process: (path, inode, size, mtime)
+_COORDINATES_CHECKED: set[tuple] = set()  # files found good in this process (path, inode, size, mtime, ...)
 
 
-def check_finite(path: Path, data: np.ndarray, num_frame: np.ndarray, names: list[str] | None = None) -> None:
-    """Raise :class:`DataFormatError` naming ``path`` and the first clip with a NaN/inf value
-    in its ``num_frame`` valid frames (the padding after them is never read).
+def validate_split(arrays: SkeletonArrays, files: Mapping[str, str | Path] | str | Path,
+                   num_classes: int | None = None, joints: int | Sequence[int] = DEFAULT_JOINTS,
+                   bodies: int = DEFAULT_BODIES, max_abs: float = MAX_ABS_COORDINATE) -> None:
+    """Raise :class:`DataFormatError` at the first problem of a split, else return.
 
-    Reads ``data`` (a memory map, say) a chunk of clips at a time; a file found finite
+    Checks, in this order: ``data (N, 3, T, V, M)`` has ``V`` in ``joints`` and ``M == bodies``;
+    every frame count is within ``[1, T]``; every label within ``[0, num_classes)`` (``>= 0``
+    when ``num_classes`` is ``None``); the coordinates of every clip's valid frames are finite
+    and within ``max_abs`` metres (:data:`MAX_ABS_COORDINATE`; the padding after ``num_frame``
+    is never read).
+
+    Args:
+        arrays: the split.
+        files: ``{"data", "num_frame", "label"}`` -> the file each part came from
+            (:func:`split_paths`), or one name for all three (arrays built in memory).
+        num_classes: the dataset's number of classes.
+        joints: the layout's joint count, or the counts allowed.
+        bodies: the layout's body slots per frame.
+
+    Each message is one line naming the file, the clip (index and name) and the problem.
+    A data file found good is not read again in this process while it stays the same.
+    """
+    where = {k: str(files) for k in ("data", "num_frame", "label")} if isinstance(files, (str, Path)) \
+        else {k: str(v) for k, v in files.items()}
+    data, num_frame, labels, names = arrays.data, np.asarray(arrays.num_frame), np.asarray(arrays.labels), arrays.names
+    allowed = (joints,) if isinstance(joints, int) else tuple(joints)
+    if data.shape[3] not in allowed:
+        raise DataFormatError(f"{where['data']}: clips have {data.shape[3]} joints per body, the layout has "
+                              f"{' or '.join(map(str, allowed))}; shape {tuple(data.shape)}")
+    if data.shape[4] != bodies:
+        raise DataFormatError(f"{where['data']}: clips have {data.shape[4]} body slot(s) per frame, the layout "
+                              f"has {bodies}; shape {tuple(data.shape)} (re-create the split for this layout)")
+    frames = data.shape[2]
+    bad = np.flatnonzero((num_frame < 1) | (num_frame > frames))
+    if len(bad):
+        i = int(bad[0])
+        raise DataFormatError(f"{where['num_frame']}: clip {i} ({names[i]}) has a frame count of "
+                              f"{int(num_frame[i])}, outside [1, {frames}] (the stored frames T); "
+                              f"{len(bad)} clip(s) in all")
+    top = f"[0, {num_classes})" if num_classes is not None else "[0, ...)"
+    bad = np.flatnonzero((labels < 0) | (labels >= (num_classes if num_classes is not None else np.inf)))
+    if len(bad):
+        i = int(bad[0])
+        raise DataFormatError(f"{where['label']}: clip {i} ({names[i]}) has label {int(labels[i])}, outside "
+                              f"{top} (labels are 0-based class indices); {len(bad)} clip(s) in all")
+    check_coordinates(where["data"], data, num_frame, names, max_abs)
+
+
+def check_coordinates(path: str | Path, data: np.ndarray, num_frame: np.ndarray, names: list[str] | None = None,
+                      max_abs: float = MAX_ABS_COORDINATE) -> None:
+    """Raise :class:`DataFormatError` naming ``path`` and the first clip with a NaN/inf value,
+    or one beyond ``max_abs`` metres, in its ``num_frame`` valid frames.
+
+    Reads ``data`` (a memory map, say) a chunk of clips at a time; a file found good
     is not read again in this process while its size and modification time stay the same.
     """
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns,
-           hash(np.asarray(num_frame).tobytes()))
-    if key in _FINITE_CHECKED:
-        return
-    bad = first_non_finite_clip(data, num_frame)
+    key = None
+    if os.path.isfile(path):
+        stat = os.stat(path)
+        key = (str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns,
+               hash(np.asarray(num_frame).tobytes()), max_abs)
+        if key in _COORDINATES_CHECKED:
+            return
+    bad = first_bad_clip(data, num_frame, max_abs)
     if bad is not None:
-        clip, count = bad
+        clip, problem = bad
         name = f" ({names[clip]})" if names is not None else ""
-        raise DataFormatError(f"{path}: clip {clip}{name} holds {count} NaN/inf coordinate(s); "
-                              f"re-create the split from the raw files")
-    _FINITE_CHECKED.add(key)
+        raise DataFormatError(f"{path}: clip {clip}{name} {problem}; re-create the split from the raw files")
+    if key is not None:
+        _COORDINATES_CHECKED.add(key)
 
 
-def first_non_finite_clip(data: np.ndarray, num_frame: np.ndarray) -> tuple[int, int] | None:
-    """``(clip index, its NaN/inf count)`` of the first clip of ``data (N, C, T, V, M)`` with a
-    non-finite value in its first ``num_frame`` frames, or ``None``; reads a chunk of clips
-    (about 64 MB) at a time."""
+def first_bad_clip(data: np.ndarray, num_frame: np.ndarray, max_abs: float = MAX_ABS_COORDINATE
+                   ) -> tuple[int, str] | None:
+    """``(clip index, what is wrong)`` of the first clip of ``data (N, C, T, V, M)`` with a
+    non-finite value, or one beyond ``max_abs``, in its first ``num_frame`` frames, or ``None``;
+    reads a chunk of clips (about 64 MB) at a time."""
     row_bytes = max(1, int(np.prod(data.shape[1:])) * data.dtype.itemsize)
     step = max(1, _CHUNK_BYTES // row_bytes)
     frames = np.arange(data.shape[2])
     for start in range(0, len(data), step):
         chunk = np.asarray(data[start:start + step])
-        valid = frames[None, :] < np.asarray(num_frame[start:start + len(chunk)])[:, None]   # (n, T)
-        bad = ~np.isfinite(chunk) & valid[:, None, :, None, None]                           # (n, C, T, V, M)
+        valid = (frames[None, :] < np.asarray(num_frame[start:start + len(chunk)])[:, None])[:, None, :, None, None]
+        bad = ~(np.abs(chunk) <= max_abs) & valid        # (n, C, T, V, M); NaN compares False
         bad_clips = bad.reshape(len(chunk), -1).any(axis=1)
         if bad_clips.any():
             row = int(np.argmax(bad_clips))
-            return start + row, int(bad[row].sum())
+            values = chunk[row][bad[row]]
+            non_finite = int((~np.isfinite(values)).sum())
+            if non_finite:
+                return start + row, f"holds {non_finite} NaN/inf coordinate(s)"
+            return start + row, (f"holds {len(values)} coordinate(s) beyond {max_abs:g} m (first "
+                                 f"{float(values[0]):g}): not positions in metres")
     return None

@@ -456,7 +456,7 @@ def synthetic_split(syn_cfg: SyntheticConfig, benchmark: str, part: str,
     bench_folder = folder / benchmark
     if not store.split_paths(bench_folder, part)["label"].is_file():
         raise ValueError(f"{bench_folder}: {_empty_part_message(benchmark, part)}")
-    return store.load_split(bench_folder, part, mmap=mmap)
+    return store.load_split(bench_folder, part, mmap=mmap, num_classes=len(class_names(syn_cfg)))
 
 
 # ----------------------------------------------------------------------------- .skeleton corpus

@@ -52,7 +52,8 @@ class EvalSetup:
         and the device (default ``cfg.pretrain.device``, else CUDA when available)."""
         train = load_arrays(cfg.data, "train") if train is None else train
         test = load_arrays(cfg.data, "val") if test is None else test
-        return cls(train, test, cfg.eval, cfg.data, as_device(device or cfg.pretrain.device), progress)
+        setting = "device" if device else "pretrain.device"
+        return cls(train, test, cfg.eval, cfg.data, as_device(device or cfg.pretrain.device, setting), progress)
 
     @property
     def classes(self) -> int:
@@ -69,6 +70,7 @@ def infer_num_classes(*label_arrays: np.ndarray) -> int:
     return int(max(int(np.max(labels)) for labels in label_arrays if len(labels))) + 1
 
 
-def as_device(device: torch.device | str | None) -> torch.device:
-    """``device`` as a :class:`torch.device` (None: :func:`~i2md_lib.utils.get_device`)."""
-    return device if isinstance(device, torch.device) else get_device(device)
+def as_device(device: torch.device | str | None, setting: str = "device") -> torch.device:
+    """``device`` as a :class:`torch.device` (None: :func:`~i2md_lib.utils.get_device`; a device
+    the machine lacks raises a ``ValueError`` naming ``setting``)."""
+    return device if isinstance(device, torch.device) else get_device(device, setting)

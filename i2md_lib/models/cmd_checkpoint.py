@@ -13,18 +13,26 @@ joint stream ``encoder_q.*`` / ``encoder_k.*`` (motion: ``encoder_q_motion``, bo
 :func:`load_cmd_checkpoint` returns one :class:`~i2md_lib.models.encoders.CausalTwinGRU`
 per modality carrying those weights. The head (``fc``) is dropped, as the reference's
 downstream scripts do, so each encoder outputs the ``2*hidden`` feature.
+
+These files carry no digest, so they are checked against what their keys imply: every
+GRU layer from 0 to the highest index any key names must be there, and all the encoders
+in the file (query and key, every modality: the reference builds them alike) must agree
+on input size, hidden size and layer count. A layer removed from one encoder is refused
+with one line naming the file. Only a file holding a single encoder cannot show a whole
+layer missing; pass ``encoder_cfg`` to check its layer count too.
 """
 from __future__ import annotations
 
 import re
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
 
 from ..config import EncoderConfig
-from ..utils import check_safe_torch_load, describe_non_finite
+from ..utils import check_safe_torch_load, describe_non_finite, load_failure
 from .encoders import REFERENCE_GRU_PREFIX, SequenceEncoder, build_encoder
 
 #: Modality -> attribute name of its encoder in the reference MoCo model, per branch.
@@ -33,6 +41,7 @@ ENCODER_NAMES: dict[str, dict[str, str]] = {
     "key": {"joint": "encoder_k", "motion": "encoder_k_motion", "bone": "encoder_k_bone"},
 }
 _GRU_WEIGHT_IH = re.compile(re.escape(REFERENCE_GRU_PREFIX) + r"weight_ih_l(\d+)$")
+_GRU_TENSOR = re.compile(re.escape(REFERENCE_GRU_PREFIX) + r"\w+_l(\d+)(_reverse)?$")
 
 
 class CheckpointError(ValueError):
@@ -69,6 +78,7 @@ def load_cmd_checkpoint(
             f"{where}: not a CMD checkpoint, no encoder_q*/encoder_k* keys; "
             f"first keys are {sorted(state)[:8]}"
         )
+    check_same_architecture(state, where)
     encoders: dict[str, SequenceEncoder] = {}
     for modality in modalities:
         if modality not in ENCODER_NAMES[branch]:
@@ -89,10 +99,12 @@ def infer_encoder_config(encoder_state: Mapping[str, torch.Tensor]) -> EncoderCo
     """Input size, hidden size and layers of one reference ``BIGRU`` state dict
     (keys ``input_norm.*``, ``encoder.gru.*``); kind ``bigru_cmd``."""
     layers = sorted(int(m.group(1)) for key in encoder_state if (m := _GRU_WEIGHT_IH.match(key)))
-    if not layers or layers != list(range(len(layers))):
+    named = {int(m.group(1)) for key in encoder_state if (m := _GRU_TENSOR.match(key))}
+    if not layers or layers != list(range(len(layers))) or max(named) >= len(layers):
+        absent = sorted(set(range(max(named | set(layers), default=0) + 1)) - set(layers))
         raise CheckpointError(
-            f"no consecutive GRU layers ({REFERENCE_GRU_PREFIX}weight_ih_l0, ...) among keys "
-            f"{sorted(encoder_state)[:8]}"
+            f"no consecutive GRU layers ({REFERENCE_GRU_PREFIX}weight_ih_l0, ...): layer(s) {absent} "
+            f"missing among keys {sorted(encoder_state)[:8]}"
         )
     hh = encoder_state.get(f"{REFERENCE_GRU_PREFIX}weight_hh_l0")
     ih = encoder_state[f"{REFERENCE_GRU_PREFIX}weight_ih_l0"]
@@ -120,7 +132,7 @@ def _read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, 
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for non-checkpoints
-            raise CheckpointError(f"{path}: {_load_failure(err)}") from err
+            raise CheckpointError(f"{path}: {load_failure(err)}") from err
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -142,15 +154,30 @@ def _read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, 
     return state, where
 
 
-def _load_failure(err: Exception) -> str:
-    """A short reason why ``torch.load(weights_only=True)`` refused a file."""
-    text = str(err)
-    if "Unsupported global" in text:
-        return ("holds Python objects besides tensors, which we do not unpickle; if you trust "
-                "the file, load it with torch.load(path, weights_only=False) and pass the dict")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    detail = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
-    return f"not a readable PyTorch checkpoint ({type(err).__name__}: {detail})"
+def check_same_architecture(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Raise :class:`CheckpointError` naming ``where`` when the encoders of ``state`` disagree on
+    (input size, hidden size, layers): one of them lost a layer or a tensor."""
+    shapes = {}
+    for names in ENCODER_NAMES.values():
+        for name in names.values():
+            if _has_prefix(state, name):
+                try:
+                    found = infer_encoder_config(_encoder_state(state, name))
+                except CheckpointError as err:
+                    raise CheckpointError(f"{where}: {name}: {err}") from None
+                shapes[name] = (found.input_size, found.hidden_size, found.num_layers)
+    if len(set(shapes.values())) > 1:
+        groups = "; ".join(f"{', '.join(n for n in shapes if shapes[n] == shape)} {shape}"
+                           for shape, _ in Counter(shapes.values()).most_common()[::-1])
+        raise CheckpointError(f"{where}: the encoders disagree on (input, hidden, layers): {groups}; a layer or "
+                              f"tensor is missing, the checkpoint is damaged")
+
+
+def _encoder_state(state: Mapping[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """The tensors under ``name.`` without the prefix and without the head (``fc.*``)."""
+    prefix = name + "."
+    return {k[len(prefix):]: v for k, v in state.items()
+            if k.startswith(prefix) and not k[len(prefix):].startswith("fc.")}
 
 
 def _has_prefix(state: Mapping[str, torch.Tensor], name: str) -> bool:
@@ -160,9 +187,7 @@ def _has_prefix(state: Mapping[str, torch.Tensor], name: str) -> bool:
 def _load_one(state: Mapping[str, torch.Tensor], name: str, encoder_cfg: EncoderConfig | None,
               where: str) -> SequenceEncoder:
     """Build our encoder and fill it with the tensors under ``name.`` (head dropped)."""
-    prefix = name + "."
-    sub = {k[len(prefix):]: v for k, v in state.items()
-           if k.startswith(prefix) and not k[len(prefix):].startswith("fc.")}
+    sub = _encoder_state(state, name)
     try:
         found = infer_encoder_config(sub)
     except CheckpointError as err:
