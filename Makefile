@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 # torch is pinned in the install step (a CPU wheel on our machines); pyproject keeps a range.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install browser book test test-fast results results-v1 nbgrader clean
+.PHONY: install browser book test test-fast results results-v1 nbgrader clean gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,13 @@ results-v1: install
 	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v1 --parts test --variants all --jobs $(JOBS) \
 	  --seeds 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15
 	OMP_NUM_THREADS=1 $(PY) tools/testbed.py --design v1 --parts test --suite ablation --seeds 0 1 2 --jobs $(JOBS)
+
+# Everything device-dependent in one command (tools/gpu_check.py, at most ~8 minutes on one GPU):
+# tests on cuda, bench_step.py at book and paper size, a short pretraining of every method, a
+# 1-GPU torchrun with NCCL -> benchmarks/results/gpu.md/.json. Without CUDA: smoke scale on the
+# CPU (gloo), written to a temporary folder.
+gpu-check: install
+	$(PY) tools/gpu_check.py
 
 test-fast: install
 	I2MD_PROFILE=smoke $(PY) -m pytest -x -q -m "not reader" tests

@@ -41,3 +41,21 @@ def test_bench_book_steps_runs_both_recurrences_on_the_same_function(tmp_path):
     assert result["auto_resolves_to"] == "loop" and result["speed_up"] > 0
     assert result["max_rel_loss_diff"] < 1e-4            # the same function, up to rounding
     assert "speed-up" in (tmp_path / "book_steps.md").read_text()
+
+
+def test_gpu_check_cpu_fallback_runs_every_check(tmp_path):
+    """``make gpu-check`` without CUDA: the same checks at smoke scale on the CPU (gloo)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    assert gpu_check.main(["--cpu", "--output", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    assert report["device"] == "cpu" and report["scale"] == "smoke"
+    names = [r["check"] for r in report["checks"]]
+    assert all(r["ok"] for r in report["checks"]) and len(names) == 11
+    assert "torchrun, 1 process (gloo)" in names and "AMP bf16" in names
+    assert "every recurrence path" in (tmp_path / "gpu.md").read_text()

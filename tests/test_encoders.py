@@ -16,9 +16,10 @@ from i2md_lib.models.encoders import (
     CausalTwinGRU,
     ProjectionHead,
     build_encoder,
+    encode_streams,
     flatten_frames,
 )
-from i2md_lib.models.gru_recurrence import gru_recurrence
+from i2md_lib.models.gru_recurrence import grouped_gru_layer, gru_recurrence
 
 N, C, T, V, M = 3, 3, 6, 25, 2
 FEATURES = V * C * M
@@ -105,7 +106,7 @@ def test_flatten_frames_uses_v_c_m_order():
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("train_mode", [True, False])
-@pytest.mark.parametrize("recurrence", ["loop", "nn_gru", "auto"])
+@pytest.mark.parametrize("recurrence", ["loop", "nn_gru", "auto", "grouped"])
 def test_causal_twin_gru_equals_per_frame_reference(dtype, tol, train_mode, recurrence):
     hidden, layers = 8, 3
     gru, norm = reference_bigru(hidden, layers, dtype), random_norm(dtype)
@@ -175,6 +176,46 @@ def test_gru_recurrence_gradcheck_and_outputs_of_every_frame():
         gru_recurrence(gi, w_hh[:, :, :2], b_hh)
 
 
+def test_grouped_streams_give_the_outputs_and_gradients_of_nn_gru():
+    """Three encoders stepped as one grouped time loop (what a MoCo side does) against each
+    encoder alone on nn.GRU: outputs, input gradients and every parameter's gradient."""
+    torch.manual_seed(3)
+    encoders = [CausalTwinGRU(FEATURES, 5, 2, "nn_gru").double() for _ in range(3)]
+    clips = [random_clips(seed=s).requires_grad_() for s in range(3)]
+    weights = [torch.randn(N, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(9 + s))
+               for s in range(3)]
+    results = {}
+    for recurrence in ("nn_gru", "grouped"):
+        for enc in encoders:
+            enc.recurrence = recurrence
+            enc.zero_grad()
+        for x in clips:
+            x.grad = None
+        outs = encode_streams(encoders, clips)
+        sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+        results[recurrence] = ([o.detach() for o in outs], [x.grad for x in clips],
+                               [p.grad for enc in encoders for p in enc.parameters()])
+    for got, want in zip(results["grouped"], results["nn_gru"]):
+        for a, b in zip(got, want):
+            assert torch.allclose(a, b, atol=1e-12, rtol=0)
+    with torch.no_grad():   # the path without saved gates computes the same
+        for a, b in zip(encode_streams(encoders, clips), results["nn_gru"][0]):
+            assert torch.allclose(a, b, atol=1e-12, rtol=0)
+
+
+def test_grouped_gru_layer_gradcheck_and_shape_errors():
+    g = torch.Generator().manual_seed(4)
+    s, c, t, n, h, size_in = 2, 2, 3, 2, 3, 4
+    args = [torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+            for shape in [(s, t * n, size_in), (s, c, 3 * h, size_in), (s, c, 3 * h), (s, c, 3 * h, h), (s, c, 3 * h)]]
+    assert torch.autograd.gradcheck(lambda *a: grouped_gru_layer(*a, t), args)
+    assert grouped_gru_layer(*args, t).shape == (t, s, c, n, h)
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        grouped_gru_layer(args[0], args[1], args[2], args[3][..., :2], args[4], t)
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        grouped_gru_layer(*args, 5)
+
+
 def test_recurrence_choice():
     frames = torch.zeros(2, 3, FEATURES)
     default = CausalTwinGRU(FEATURES, 4, 1)
@@ -184,7 +225,11 @@ def test_recurrence_choice():
     assert enc.recurrence == "loop" and enc.uses_loop(frames)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not enc.uses_loop(frames)        # autocast falls back to nn.GRU
-    assert set(RECURRENCES) == {"auto", "loop", "nn_gru"}
+    assert set(RECURRENCES) == {"auto", "loop", "nn_gru", "grouped"}
+    grouped = CausalTwinGRU(FEATURES, 4, 1, "grouped")
+    assert grouped.path(frames) == "grouped" and not grouped.uses_loop(frames)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert grouped.path(frames) == "nn_gru"
     # auto: the path measured faster per size (benchmarks/results/step.md) and device
     assert resolve_recurrence("auto", 64) == "loop" and resolve_recurrence("auto", 1024) == "nn_gru"
     assert resolve_recurrence("auto", 64, "cuda") == "nn_gru" and resolve_recurrence("nn_gru", 64) == "nn_gru"

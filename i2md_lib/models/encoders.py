@@ -13,10 +13,11 @@ reference's ``(V, C, M)`` order (:func:`flatten_frames`). Two recurrent encoders
     next layer, and the representation is the top layer's ``[h_a; h_b]`` at the last
     frame. We compute the same thing cell by cell over the whole clip: by default two
     whole-sequence ``nn.GRU`` calls per layer (on a GPU one cuDNN call per cell instead
-    of one call per frame). An opt-in CPU path (``encoder.recurrence = "loop"``,
-    :mod:`.gru_recurrence`) steps both cells of a layer together with a hand-written
-    backward. What each saves per pretraining step against the per-frame loop is
-    measured in ``benchmarks/results/step.md``.
+    of one call per frame). Two CPU paths with a hand-written backward
+    (:mod:`.gru_recurrence`): ``loop`` steps both cells of a layer together, and
+    ``grouped`` (opt-in) steps the cells of *all streams* of a MoCo side together
+    (:func:`encode_streams`), with fewer operations per frame. What each saves per pretraining step is measured in
+    ``benchmarks/results/step.md`` and ``benchmarks/results/book_steps.md``.
 
 ``bigru`` -- :class:`BiGRUEncoder`
     A true bidirectional GRU over the whole clip: the forward direction reads frames
@@ -30,14 +31,14 @@ New encoder kinds (an ST-GCN, say) subclass :class:`SequenceEncoder` and are add
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..config import EncoderConfig
 from ..skeleton import LAYOUTS
-from .gru_recurrence import gru_recurrence
+from .gru_recurrence import grouped_gru_layer, gru_recurrence
 
 #: Prefixes of the reference ``BIGRU`` module's state dict (``moco/GRU.py``).
 REFERENCE_NORM_PREFIX = "input_norm."
@@ -47,13 +48,19 @@ GRU_TENSOR_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 #: How :class:`CausalTwinGRU` steps through time. ``nn_gru``: one whole-sequence
 #: ``nn.GRU`` call per cell (cuDNN on a GPU). ``loop``: a Python loop over frames that
 #: steps both cells of a layer together with a hand-written backward
-#: (:mod:`.gru_recurrence`); not under autocast (it then falls back to ``nn_gru``).
-#: ``auto`` (the default): per size and device, the path ``benchmarks/bench_step.py``
-#: measured as faster (:func:`resolve_recurrence`). All compute the same function.
-RECURRENCES = ("auto", "nn_gru", "loop")
-#: ``auto`` takes the time loop on a CPU up to this hidden size: at the book's 2 x 64 it
-#: measured 1.56x the per-frame reference against 1.26x for ``nn_gru``; at the paper's
-#: 3 x 1024 the two were level within the noise (``benchmarks/results/step.md``).
+#: (:func:`~.gru_recurrence.gru_recurrence`). ``grouped``: one loop over frames for the
+#: cells of every stream encoded together (:func:`encode_streams`; alone, its two cells),
+#: with the gate arithmetic cut to five operations per frame forward and seven backward
+#: (:func:`~.gru_recurrence.grouped_gru_layer`). ``loop`` and ``grouped`` are not used
+#: under autocast (they fall back to ``nn_gru``). ``auto`` (the default): per size and
+#: device, the path the benchmarks measured as faster (:func:`resolve_recurrence`). All
+#: compute the same function; they differ in the rounding of float sums.
+RECURRENCES = ("auto", "nn_gru", "loop", "grouped")
+#: ``auto`` takes the time loop (``loop``) on a CPU up to this hidden size: at the book's
+#: 2 x 64 it measured 1.56x the per-frame reference against 1.26x for ``nn_gru``; at the
+#: paper's 3 x 1024 the two were level within the noise (``benchmarks/results/step.md``).
+#: ``grouped`` is opt-in: at the book's size it was not clearly faster than ``loop``
+#: (``benchmarks/results/book_steps_grouped.md``).
 AUTO_LOOP_MAX_HIDDEN = 256
 
 
@@ -245,15 +252,26 @@ class CausalTwinGRU(SequenceEncoder):
     def from_config(cls, cfg: EncoderConfig) -> "CausalTwinGRU":
         return cls(cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.recurrence)
 
-    def uses_loop(self, frames: torch.Tensor) -> bool:
-        """Whether :meth:`encode_frames` takes the time-loop path for ``frames``."""
+    def path(self, frames: torch.Tensor) -> str:
+        """The path (``nn_gru``, ``loop``, ``grouped``) :meth:`encode_frames` takes for ``frames``."""
         path = resolve_recurrence(self.recurrence, self.hidden_size, frames.device.type)
-        return path == "loop" and not _autocast_enabled(frames.device.type)
+        return "nn_gru" if _autocast_enabled(frames.device.type) else path
+
+    def uses_loop(self, frames: torch.Tensor) -> bool:
+        """Whether :meth:`encode_frames` takes the ``loop`` path for ``frames``."""
+        return self.path(frames) == "loop"
+
+    def normed_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """The input BatchNorm over batch and time: ``(N, T, F) -> (N, F, T)``."""
+        return self.input_norm(frames.transpose(1, 2))
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames (N, T, input_size)`` -> ``(N, 2*hidden_size)``."""
-        seq = self.input_norm(frames.transpose(1, 2)).transpose(1, 2)  # BN over (N, T)
-        if self.uses_loop(frames):
+        path = self.path(frames)
+        if path == "grouped":
+            return encode_grouped([self], [self.normed_frames(frames)])[0]
+        seq = self.normed_frames(frames).transpose(1, 2)  # BN over (N, T)
+        if path == "loop":
             seq = seq.transpose(0, 1)      # (T, N, F): frames outermost for the time loop
             for layer in self.layers:
                 seq = layer.forward_time_major(seq)    # (T, N, 2H)
@@ -269,6 +287,55 @@ class CausalTwinGRU(SequenceEncoder):
                 key_map[f"{REFERENCE_GRU_PREFIX}{name}_l{l}"] = f"layers.{l}.cell_a.{name}_l0"
                 key_map[f"{REFERENCE_GRU_PREFIX}{name}_l{l}_reverse"] = f"layers.{l}.cell_b.{name}_l0"
         return key_map
+
+
+def encode_grouped(encoders: Sequence[CausalTwinGRU], normed: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``S`` encoders of equal sizes on their BatchNormed frames ``(N, F, T)`` (one per encoder)
+    -> ``(S, N, 2*hidden_size)``, every layer one :func:`~.gru_recurrence.grouped_gru_layer`.
+
+    The weights stay in each layer's ``nn.GRU`` cells (checkpoint names unchanged); they are
+    stacked for the call, and the stacking passes the gradients back to them.
+    """
+    s, (n, f, t) = len(encoders), normed[0].shape
+    x = torch.stack([z.permute(2, 0, 1) for z in normed]).reshape(s, t * n, f)  # (S, T*N, F), time-major
+    for l in range(encoders[0].num_layers):
+        cells = [cell for e in encoders for cell in (e.layers[l].cell_a, e.layers[l].cell_b)]
+
+        def stacked(name: str) -> torch.Tensor:
+            weights = torch.stack([getattr(cell, name) for cell in cells])      # (S*2, 3H, ...)
+            return weights.view(s, 2, *weights.shape[1:])
+
+        out = grouped_gru_layer(x, stacked("weight_ih_l0"), stacked("bias_ih_l0"),
+                                stacked("weight_hh_l0"), stacked("bias_hh_l0"), t)   # (T, S, 2, N, H)
+        if l == encoders[0].num_layers - 1:
+            return out[-1].permute(0, 2, 1, 3).reshape(s, n, -1)                # (S, N, 2H): last frame
+        x = out.permute(1, 0, 3, 2, 4).reshape(s, t * n, -1)                   # (S, T*N, 2H)
+    raise AssertionError("unreachable: encoders have at least one layer")
+
+
+def encode_streams(encoders: Sequence[SequenceEncoder], clips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``[encoders[i](clips[i]) ...]``, each ``(N, C, T, V, M) -> (N, feature_dim)``.
+
+    :class:`CausalTwinGRU` encoders on the ``grouped`` path with equal sizes and clip shapes
+    (the streams of one MoCo side) run together: one time loop for all their cells.
+    """
+    if len(encoders) != len(clips):
+        raise ValueError(f"{len(encoders)} encoders for {len(clips)} clip batches")
+    if len(encoders) > 1 and _groupable(encoders, clips):
+        frames = [flatten_frames(x) for x in clips]
+        if frames[0].shape[-1] == encoders[0].input_size and frames[0].shape[1] > 0:
+            return list(encode_grouped(encoders, [e.normed_frames(z) for e, z in zip(encoders, frames)]))
+    return [encoder(x) for encoder, x in zip(encoders, clips)]
+
+
+def _groupable(encoders: Sequence[SequenceEncoder], clips: Sequence[torch.Tensor]) -> bool:
+    """Whether :func:`encode_streams` can run ``encoders`` as one grouped time loop."""
+    first, x0 = encoders[0], clips[0]
+    return (all(isinstance(e, CausalTwinGRU) and e.path(x0) == "grouped" for e in encoders)
+            and all((e.input_size, e.hidden_size, e.num_layers) == (first.input_size, first.hidden_size,
+                                                                     first.num_layers) for e in encoders)
+            and all(x.dim() == 5 and x.shape == x0.shape and x.dtype == x0.dtype and x.device == x0.device
+                    for x in clips))
 
 
 class BiGRUEncoder(SequenceEncoder):

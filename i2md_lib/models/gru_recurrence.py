@@ -2,7 +2,8 @@
 
 :class:`~i2md_lib.models.encoders.CausalTwinGRU` runs two GRU cells per layer that read
 the same input forward in time, by default with one whole-sequence ``nn.GRU`` call per
-cell. With ``encoder.recurrence = "loop"`` it uses this module instead. On a CPU,
+cell. With ``encoder.recurrence = "loop"`` it uses this module instead (and with
+``"grouped"`` :func:`grouped_gru_layer` below, several encoders' cells in one loop). On a CPU,
 ``nn.GRU`` steps through time in C++ and its autograd graph holds a dozen small nodes
 per frame; the backward then adds one weight gradient per frame. Here both cells of a
 layer step together and the backward is written out by hand:
@@ -119,3 +120,144 @@ class _GRURecurrence(torch.autograd.Function):
         d_gh_flat = d_gh.view(g, t_len * n, 3 * h)
         d_w_hh = torch.bmm(d_gh_flat.transpose(1, 2), prev_all)   # (G, 3H, H)
         return d_gi, d_w_hh, d_gh_flat.sum(1)
+
+
+# -- several streams' layers at once (``encoder.recurrence = "grouped"``) -----------------------
+def grouped_gru_layer(x: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hh: Tensor,
+                      frames: int) -> Tensor:
+    """One GRU layer of ``S`` streams with ``C`` cells each, from zero states, in one time loop.
+
+    Stream ``s`` feeds its input to its ``C`` cells (the two causal cells of a
+    :class:`~i2md_lib.models.encoders.CausalTwinGRULayer`); the streams' inputs differ.
+
+    Args:
+        x: the streams' inputs, time-major, ``(S, T*N, in)`` (row ``t*N + i``: clip ``i``, frame ``t``).
+        w_ih, b_ih: input weights ``(S, C, 3H, in)`` and biases ``(S, C, 3H)``.
+        w_hh, b_hh: recurrent weights ``(S, C, 3H, H)`` and biases ``(S, C, 3H)``.
+        frames: ``T``.
+
+    Returns:
+        The cells' states after every frame, ``(T, S, C, N, H)``.
+
+    The input products of a stream's cells are one matrix product over all frames; the
+    time loop then steps all ``G = S*C`` cells together, and the backward
+    (:class:`_GroupedGRULayer`) is written out: the gate derivatives that do not depend on
+    the incoming gradient are computed for all frames at once, and ``dW_hh`` accumulates
+    frame by frame. ``tanh(a)`` is computed as ``2 sigmoid(2a) - 1``, the same value up to
+    rounding (on this CPU ``tanh`` measured several times slower than ``sigmoid``). At the
+    book's size this was not clearly faster than :func:`gru_recurrence` per encoder
+    (``benchmarks/results/book_steps_grouped.md``): the input and weight products, not the
+    per-frame operations, take most of a step there.
+    """
+    s, c, h3, size_in = w_ih.shape
+    if x.dim() != 3 or x.shape[0] != s or x.shape[2] != size_in or frames < 1 or x.shape[1] % frames:
+        raise ValueError(f"grouped GRU layer shapes do not fit: x {tuple(x.shape)} (S, T*N, in) with T = {frames}, "
+                         f"w_ih {tuple(w_ih.shape)} (S, C, 3H, in)")
+    if h3 % 3 or w_hh.shape != (s, c, h3, h3 // 3) or b_ih.shape != (s, c, h3) or b_hh.shape != (s, c, h3):
+        raise ValueError(f"grouped GRU layer shapes do not fit: w_hh {tuple(w_hh.shape)} (S, C, 3H, H), b_ih "
+                         f"{tuple(b_ih.shape)}, b_hh {tuple(b_hh.shape)} (S, C, 3H) for w_ih {tuple(w_ih.shape)}")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w_ih, b_ih, w_hh, b_hh)):
+        return _GroupedGRULayer.apply(x, w_ih, b_ih, w_hh, b_hh, frames)
+    return _grouped_forward(x, w_ih, b_ih, w_hh, b_hh, frames)[0]
+
+
+def _grouped_forward(x: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hh: Tensor, frames: int,
+                     save: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The time loop of :func:`grouped_gru_layer` over ``G = S*C`` cells (index ``s*C + c``).
+
+    Returns ``(out (T, S, C, N, H), gates, cand)``; with ``save`` also ``gates (T, G, N, 3H)``
+    = ``[r, z, W_hn h + b_hn]`` per frame and the candidate states ``cand (T, G, N, H)``,
+    which the backward needs (else ``None``). Per-frame results are fresh contiguous
+    tensors (writes into strided slices are slow on a CPU), stacked once at the end.
+    """
+    s, c, h3, size_in = w_ih.shape
+    h, g, tn = h3 // 3, s * c, x.shape[1]
+    n = tn // frames
+    # input products of every frame and cell: [W_ir x + b_ir, W_iz x + b_iz, 2 (W_in x + b_in)]
+    # (a broadcast bias inside the product would be copied slowly: added afterwards instead)
+    gi = _stream_products(x, w_ih.reshape(s, c * h3, size_in), transpose_b=True).add_(b_ih.reshape(s, 1, c * h3))
+    gi = gi.view(s, frames, n, c, h3)
+    gi[..., 2 * h:] *= 2
+    gi_t = gi.permute(1, 0, 3, 2, 4)                                           # (T, S, C, N, 3H) view
+    bias = b_hh.reshape(g, 1, h3)
+    w_hh_t = w_hh.reshape(g, h3, h).transpose(1, 2)                            # (G, H, 3H)
+    states: list[Tensor] = []
+    gates: list[Tensor] = []
+    cands: list[Tensor] = []
+    for t in range(frames):
+        if t:
+            gh = torch.baddbmm(bias, states[-1], w_hh_t)                       # (G, N, 3H): W_hh h + b_hh
+        else:
+            gh = bias.expand(g, n, h3).clone()
+        gh4 = gh.view(s, c, n, h3)
+        rz = gh4[..., :2 * h].add_(gi_t[t, ..., :2 * h]).sigmoid_().view(g, n, 2 * h)
+        cand = torch.addcmul(gi_t[t, ..., 2 * h:], rz.view(s, c, n, 2 * h)[..., :h], gh4[..., 2 * h:], value=2)
+        cand = cand.reshape(g, n, h).sigmoid_().mul_(2).sub_(1)               # tanh of the candidate
+        states.append(torch.lerp(cand, states[-1], rz[..., h:]) if t else cand - rz[..., h:] * cand)
+        if save:
+            gates.append(gh)
+            cands.append(cand)
+    out = torch.stack(states).view(frames, s, c, n, h)
+    if not save:
+        return out, None, None
+    return out, torch.stack(gates), torch.stack(cands)
+
+
+class _GroupedGRULayer(torch.autograd.Function):
+    """Autograd of :func:`grouped_gru_layer` with the backward written out."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hh: Tensor,  # type: ignore[override]
+                frames: int) -> Tensor:
+        out, gates, cand = _grouped_forward(x, w_ih, b_ih, w_hh, b_hh, frames, save=True)
+        ctx.save_for_backward(x, w_ih, w_hh, out, gates, cand)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_out: Tensor):  # type: ignore[override]
+        x, w_ih, w_hh, out, gates, cand = ctx.saved_tensors
+        t_len, s, c, n, h = out.shape
+        g, tn, size_in = s * c, t_len * n, w_ih.shape[-1]
+        out, d_out = out.view(t_len, g, n, h), d_out.reshape(t_len, g, n, h)
+        r, z, gh_n = gates[..., :h], gates[..., h:2 * h], gates[..., 2 * h:]
+        # gate derivatives that do not depend on the incoming gradient, all frames at once
+        dn_coef = (1 - z) * (1 - cand * cand)             # dh'/d(candidate pre-activation)
+        dz_coef = -cand
+        dz_coef[1:] += out[:-1]
+        dz_coef *= z * (1 - z)                            # dh'/d(update pre-activation) = (h - n) z (1 - z)
+        dr_coef = gh_n * r * (1 - r)                      # d(candidate pre-act.)/d(reset pre-act.)
+        w_hh_g = w_hh.reshape(g, 3 * h, h)
+        d_w_hh = out.new_zeros(g, 3 * h, h)
+        d_state = d_out[-1]
+        d_ghs: list[Tensor] = []                          # gradient of W_hh h + b_hh, per frame (G, N, 3H)
+        d_cands: list[Tensor] = []                        # gradient of the candidate's pre-activation
+        for t in range(t_len - 1, -1, -1):
+            if t < t_len - 1:
+                d_state = d_state + d_out[t]
+            d_n = d_state * dn_coef[t]
+            d_gh = d_state.new_empty(g, n, 3 * h)
+            torch.mul(d_n, dr_coef[t], out=d_gh[..., :h])
+            torch.mul(d_state, dz_coef[t], out=d_gh[..., h:2 * h])
+            torch.mul(d_n, r[t], out=d_gh[..., 2 * h:])
+            d_ghs.append(d_gh)
+            d_cands.append(d_n)
+            if t:
+                d_w_hh.baddbmm_(d_gh.transpose(1, 2), out[t - 1])
+                d_state = torch.baddbmm(d_state * z[t], d_gh, w_hh_g)
+        d_gh_all = torch.stack(d_ghs[::-1])                                     # (T, G, N, 3H)
+        d_gi = torch.cat([d_gh_all[..., :2 * h], torch.stack(d_cands[::-1])], dim=-1)
+        d_gi = d_gi.view(t_len, s, c, n, 3 * h).permute(1, 0, 3, 2, 4).reshape(s, tn, c * 3 * h)
+        d_w_ih = _stream_products(d_gi, x, transpose_a=True)                    # (S, C*3H, in)
+        d_x = _stream_products(d_gi, w_ih.reshape(s, c * 3 * h, size_in)) if ctx.needs_input_grad[0] else None
+        return (d_x, d_w_ih.view(s, c, 3 * h, size_in), d_gi.sum(1).view(s, c, 3 * h),
+                d_w_hh.view(s, c, 3 * h, h), d_gh_all.sum(2).sum(0).view(s, c, 3 * h), None)
+
+
+def _stream_products(a: Tensor, b: Tensor, transpose_a: bool = False, transpose_b: bool = False) -> Tensor:
+    """``a[s] @ b[s]`` for every stream ``s`` (either side transposed first) as one matrix product
+    per stream: on a CPU ``torch.mm`` runs these sizes faster than one ``torch.bmm``."""
+    out = []
+    for a_s, b_s in zip(a, b):
+        out.append(torch.mm(a_s.t() if transpose_a else a_s, b_s.t() if transpose_b else b_s))
+    return torch.stack(out) if len(out) > 1 else out[0].unsqueeze(0)

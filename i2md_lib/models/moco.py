@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..config import EncoderConfig, ExperimentConfig, PretrainConfig
 from ..data.modalities import to_modality
 from ..exchange import BatchExchange
-from .encoders import ProjectionHead, build_encoder
+from .encoders import ProjectionHead, build_encoder, encode_streams
 
 BRANCHES: tuple[str, ...] = ("instance", "cluster")
 SIDES: tuple[str, ...] = ("query", "key")
@@ -145,13 +145,15 @@ class MoCo(nn.Module):
         """Joint clips ``x (N, C, T, V, M)`` -> branch -> modality -> ``(N, D)`` embeddings.
 
         Motion and bone are derived from ``x`` inside, so the three modalities of a view
-        share its augmentation. Each modality's encoder runs once; the branches' heads
-        share its feature. Runs in the model's current mode (BatchNorm statistics move in
+        share its augmentation. Each modality's encoder runs once (all of them in one
+        grouped time loop where their recurrence allows, :func:`encode_streams`); the
+        branches' heads share its feature. Runs in the model's current mode (BatchNorm statistics move in
         training mode); gradients follow the usual rules, so wrap the key side in ``no_grad``.
         """
         encoders, out = self.encoders(side), {b: {} for b in self.branches}
-        for m in self.modalities:
-            feature = encoders[m](to_modality(x, m))                                   # (N, F)
+        features = encode_streams([encoders[m] for m in self.modalities],
+                                  [to_modality(x, m) for m in self.modalities])       # (N, F) each
+        for m, feature in zip(self.modalities, features):
             for b in self.branches:
                 out[b][m] = F.normalize(self.heads(side, b)[m](feature).float(), dim=1)
         return out
