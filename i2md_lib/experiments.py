@@ -210,8 +210,6 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
         "pretrain_seconds": pretrain_seconds, "eval_seconds": round(time.perf_counter() - start, 1),
         **({"pretraining": pretraining} if variant.pretrain else {}),
         "final_log_row": final, "last_epoch_log": last_epoch,
-        **({"stream_check": _stream_check(last_epoch, cfg, f"{suite}/{variant.name}/seed{seed}")}
-           if last_epoch else {}),
         "config": cfg.to_dict(), "config_digest": cfg.digest(),
         "metrics": metrics,
     }
@@ -223,20 +221,6 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
         atomic_write(embedding_path(path), lambda tmp: tmp.write_text(json.dumps(embedding)))
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=_jsonable)))
     return record
-
-
-def _stream_check(last_epoch: Mapping[str, float], cfg: ExperimentConfig, run: str) -> dict[str, Any]:
-    """:func:`diagnostics.stream_learning` of a finished run, with a warning on stderr for each
-    stream that failed to learn."""
-    from .diagnostics import stream_learning
-
-    nce = {key[4:]: value for key, value in last_epoch.items() if key.startswith("nce_")}
-    check = stream_learning(nce, cfg.pretrain.queue_size)
-    for stream, entry in check.items():
-        if entry["failed"]:
-            print(f"warning: {run}: the {stream} stream failed to learn (its InfoNCE fell by "
-                  f"{entry['share']:.2f} of the best stream's fall)", file=sys.stderr)
-    return check
 
 
 def earlier_pretraining(result_file: Path, cfg: ExperimentConfig, folder: Path

@@ -355,23 +355,30 @@ def stream_failures(records: Sequence[Mapping[str, Any]], modality: str = "motio
 
 
 def stream_checks(records: Sequence[Mapping[str, Any]]):
-    """The failed-stream detector (``diagnostics.stream_learning``) on every run: one row per
-    (variant, seed) with each stream's share of the best stream's InfoNCE gain and the streams that
-    failed (a pandas DataFrame; runs without a last-epoch log, such as random init, are left out)."""
+    """The failed-stream detector (``diagnostics.failed_streams``) on every run: one row per
+    (variant, seed) with each stream's InfoNCE gain over the last epoch as a share of the median
+    gain of that stream among the variant's runs, and the streams that failed (a pandas DataFrame;
+    runs without a last-epoch log, such as random init, are left out)."""
+    import numpy as np
     import pandas as pd
 
-    from .diagnostics import stream_learning
+    from .diagnostics import failed_streams, infonce_gains
 
-    rows = []
+    gains: dict[str, dict[tuple[int, str], float]] = {}
     for r in records:
         log = r.get("last_epoch_log") or {}
         nce = {key[4:]: value for key, value in log.items() if key.startswith("nce_")}
-        if not nce:
-            continue
-        check = stream_learning(nce, int(r["config"]["pretrain"]["queue_size"]))
-        rows.append({"variant": r["variant"], "seed": r["seed"],
-                     **{f"share {s}": c["share"] for s, c in check.items()},
-                     "failed": " ".join(s for s, c in check.items() if c["failed"])})
+        for stream, gain in infonce_gains(nce, int(r["config"]["pretrain"]["queue_size"])).items():
+            gains.setdefault(r["variant"], {})[(r["seed"], stream)] = gain
+    rows = []
+    for variant, runs in gains.items():
+        failed = failed_streams(runs)
+        medians = {s: float(np.median([g for (_, s2), g in runs.items() if s2 == s])) for _, s in runs}
+        for seed in sorted({seed for seed, _ in runs}):
+            streams = [s for (sd, s) in runs if sd == seed]
+            rows.append({"variant": variant, "seed": seed,
+                         **{f"share {s}": runs[(seed, s)] / medians[s] for s in streams},
+                         "failed": " ".join(s for s in streams if (seed, s) in failed)})
     frame = pd.DataFrame(rows)
     return frame.set_index(["variant", "seed"]) if rows else frame
 

@@ -99,20 +99,20 @@ def test_dna_stats_count_variation_and_fixed_topk_purity_of_the_same_size():
 
 
 def test_failed_stream_detector():
-    """A stream whose InfoNCE fell by less than 0.6 of the best stream's fall (from ln(K+1)) failed;
-    a single stream, or a NaN one, is never called failed."""
+    """A stream whose InfoNCE gain (ln(K+1) minus its loss) is under 0.75 of the median gain of the
+    same stream over a method's runs failed; other streams are not compared with it; with fewer
+    than three runs nothing is called failed."""
     import math
 
-    from i2md_lib.diagnostics import stream_learning
+    from i2md_lib.diagnostics import failed_streams, infonce_gains
 
     chance = math.log(513)
-    check = stream_learning({"joint": chance - 2.0, "motion": chance - 1.1, "bone": chance - 1.9}, 512)
-    assert [s for s, c in check.items() if c["failed"]] == ["motion"]
-    assert check["motion"]["share"] == pytest.approx(0.55) and check["joint"]["share"] == 1.0
-    healthy = stream_learning({"joint": chance - 2.0, "motion": chance - 1.3, "bone": chance - 1.9}, 512)
-    assert not any(c["failed"] for c in healthy.values())
-    assert not stream_learning({"joint": chance - 0.01}, 512)["joint"]["failed"]
-    assert set(stream_learning({"joint": 4.0, "motion": float("nan")}, 512)) == {"joint"}
+    gains = infonce_gains({"joint": chance - 0.5, "motion": chance - 2.5, "bone": float("nan")}, 512)
+    assert gains == pytest.approx({"joint": 0.5, "motion": 2.5})
+    runs = {(0, "motion"): 1.2, (1, "motion"): 1.3, (2, "motion"): 0.8, (3, "motion"): 1.25,
+            (0, "joint"): 0.4, (1, "joint"): 0.5, (2, "joint"): 0.45, (3, "joint"): 0.5}
+    assert failed_streams(runs) == {(2, "motion"): pytest.approx(0.8 / 1.225)}
+    assert failed_streams({k: v for k, v in runs.items() if k[0] < 2}) == {}
 
 
 def test_failure_counts_per_variant():
@@ -121,11 +121,14 @@ def test_failure_counts_per_variant():
     from i2md_lib import report
 
     def record(variant, seed, motion):
-        log = {"nce_joint": math.log(65) - 2.0, "nce_motion": math.log(65) - motion, "nce_bone": math.log(65) - 2.0}
+        log = {"nce_joint": math.log(65) - 2.0, "nce_motion": math.log(65) - motion, "nce_bone": math.log(65) - 0.5}
         return {"variant": variant, "seed": seed, "last_epoch_log": log, "config": {"pretrain": {"queue_size": 64}}}
 
-    records = [record("a", 0, 0.5), record("a", 1, 1.9), record("b", 0, 1.8),
+    records = [record("a", 0, 0.5), record("a", 1, 1.9), record("a", 2, 2.0), record("b", 0, 1.8),
+               record("b", 1, 1.7), record("b", 2, 1.9),
                {"variant": "r", "seed": 0, "last_epoch_log": {}, "config": {"pretrain": {"queue_size": 64}}}]
     counts = report.failure_counts(records)
-    assert counts.loc["a"].tolist() == [2, 1] and counts.loc["b"].tolist() == [1, 0] and "r" not in counts.index
-    assert report.stream_checks(records).loc[("a", 0), "failed"] == "motion"
+    assert counts.loc["a"].tolist() == [3, 1] and counts.loc["b"].tolist() == [3, 0] and "r" not in counts.index
+    checks = report.stream_checks(records)
+    assert checks.loc[("a", 0), "failed"] == "motion" and checks.loc[("a", 1), "failed"] == ""
+    assert checks.loc[("a", 0), "share bone"] == pytest.approx(1.0)
