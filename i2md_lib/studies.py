@@ -130,6 +130,37 @@ def msr_available(root: str | Path = MSR_DATA_ROOT) -> bool:
     return (path / "xsub" / "train_data_joint.npy").is_file()
 
 
+def msr_data_card(root: str | Path = MSR_DATA_ROOT) -> dict[str, Any]:
+    """What a prepared MSR Action3D folder holds, without a single coordinate: split sizes, clips
+    per class, clip lengths, and the prepare report's skipped clips (file names only) and notes.
+    The real-recordings chapter shows it from ``results/msr/data_card.json``."""
+    import json
+
+    import numpy as np
+
+    from .data.msr import BENCHMARKS
+    from .data.store import load_split
+    from .skeleton import KINECT_V1_20
+
+    root = Path(root) if Path(root).is_absolute() else REPO_ROOT / root
+    report = json.loads((root / "prepare_report.json").read_text())
+    card: dict[str, Any] = {"files_seen": report["files_seen"], "clips": report["samples_written"],
+                            "skipped": [{"file": Path(s["path"]).name, "reason": s["reason"]}
+                                        for s in report["skipped"]],
+                            "notes": report["notes"], "splits": {}}
+    for bench in BENCHMARKS:
+        for part in ("train", "val"):
+            arrays = load_split(root / bench, part, layout=KINECT_V1_20)
+            frames = np.asarray(arrays.num_frame)
+            card["splits"][f"{bench} {part}"] = {
+                "clips": len(frames), "subjects": sorted({int(n[5:7]) for n in arrays.names}),
+                "clips per class": np.bincount(arrays.labels, minlength=20).tolist(),
+                "frames": {"min": int(frames.min()), "median": float(np.median(frames)), "max": int(frames.max()),
+                           "histogram": np.histogram(frames, bins=[0, 16, 24, 32, 48, 64, 96, 128, 200])[0].tolist(),
+                           "bins": [0, 16, 24, 32, 48, 64, 96, 128, 200]}}
+    return card
+
+
 def _check(testbed: str, part: str, setting: str) -> None:
     for value, known, what in ((testbed, TESTBEDS, "testbed"), (part, PARTS, "part"), (setting, SETTINGS, "setting")):
         if value not in known:

@@ -36,7 +36,9 @@ from run_records import recorded_command, require_clean  # noqa: E402
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=sorted(studies.PARTS), required=True)
+    parser.add_argument("--part", choices=sorted(studies.PARTS), default=None)
+    parser.add_argument("--data-card", action="store_true",
+                        help="only write results/msr/data_card.json (what data/msr holds, no coordinates)")
     parser.add_argument("--testbed", choices=sorted(studies.TESTBEDS), default="msr")
     parser.add_argument("--setting", choices=sorted(studies.SETTINGS), default="book")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -50,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--runs", default=None, help="default: runs/msr (synthetic: runs/study)")
     parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args(argv)
+    if args.part is None and not args.data_card:
+        parser.error("give --part (or --data-card)")
     import torch
 
     from i2md_lib.cli import parse_set
@@ -62,11 +66,30 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         from i2md_lib.data.msr import prepare_msr
 
         prepare_msr(args.raw, extra.get("data.root", studies.MSR_DATA_ROOT), verbose=True)
+    if args.data_card:
+        return [write_data_card(argv)]
     records = studies.run_study(args.testbed, args.part, args.setting, args.seeds, args.variants, args.profile,
                                 out_root=args.out, runs=args.runs, extra=extra, jobs=args.jobs,
                                 command=recorded_command("tools/msr_study.py", argv))
     print(f"{len(records)} result files under {args.out or studies.study_folder(args.testbed, args.part, args.setting)}")
     return records
+
+
+def write_data_card(argv: Sequence[str] | None) -> dict[str, Any]:
+    """``results/msr/data_card.json``: :func:`studies.msr_data_card` with command, commit and hardware."""
+    import json
+    import time
+
+    from i2md_lib import experiments
+
+    card = {"command": recorded_command("tools/msr_study.py", argv), **experiments.git_commit(),
+            "hardware": experiments.hardware(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **studies.msr_data_card()}
+    path = ROOT / "results" / "msr" / "data_card.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(card, indent=1) + "\n")
+    print(f"wrote {path}")
+    return card
 
 
 if __name__ == "__main__":
