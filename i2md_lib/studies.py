@@ -103,6 +103,47 @@ def study_records(testbed: str, part: str, setting: str, variants: Sequence[str]
     return [r for r in records if r["seed"] in complete]
 
 
+#: The headline metrics of each testbed: MSR's semi-supervised column uses 10 % of the labels
+#: (1 % would be 3 clips for 20 classes).
+STUDY_METRICS: dict[str, tuple[str, ...]] = {
+    "synthetic": ("knn joint", "linear joint", "linear ensemble", "semi 1%"),
+    "msr": ("knn joint", "linear joint", "linear ensemble", "semi 10%"),
+}
+
+
+def tagged_records(testbed: str, part: str, settings: Sequence[str], variants: Sequence[str] | None = None,
+                   profile: str | None = None) -> list[dict[str, Any]]:
+    """The records of several settings of one testbed and part, each variant renamed
+    ``"<variant> @ <setting>"`` (copies; the files are untouched), so that the tables of ``report``
+    compare settings as they compare methods, paired by seed."""
+    out = []
+    for setting in settings:
+        for record in study_records(testbed, part, setting, variants, profile):
+            out.append({**record, "variant": f"{record['variant']} @ {setting}"})
+    return out
+
+
+def settings_summary(records: Sequence[Mapping[str, Any]], metrics: Sequence[str]):
+    """Per tagged variant (:func:`tagged_records`): mean ± sd over seeds of ``metrics``, the seeds,
+    and the runs in which the failed-stream detector (``report.stream_checks``) flags a stream."""
+    import pandas as pd
+
+    from . import report
+
+    values = report.headline_values(records)
+    failures = report.failure_counts(records)
+    rows = []
+    for variant, runs in values.groupby(level="variant", sort=False):
+        row: dict[str, Any] = {"run": variant, "seeds": len(runs)}
+        for metric in metrics:
+            column = runs[metric] if metric in runs else pd.Series(dtype=float)
+            row[metric] = f"{column.mean():.1f} ± {column.std():.1f}" if len(column) > 1 else \
+                (f"{column.mean():.1f}" if len(column) else "–")
+        row["failed runs"] = int(failures.loc[variant, "failed"]) if variant in failures.index else 0
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("run")
+
+
 def fixture_msr_root() -> Path:
     """Prepared MSR-format fixture data (``data.msr.write_msr_corpus``, synthetic bodies in the
     Kinect v1 layout), written once per process into a temporary folder."""
@@ -121,7 +162,14 @@ _FIXTURE: Path | None = None
 
 
 def _smoke_root() -> Path:
-    return Path(tempfile.gettempdir()) / "i2md_smoke_studies"
+    """A results folder of this process for the live smoke-scale studies."""
+    global _SMOKE
+    if _SMOKE is None:
+        _SMOKE = Path(tempfile.mkdtemp(prefix="i2md_smoke_studies_"))
+    return _SMOKE
+
+
+_SMOKE: Path | None = None
 
 
 def msr_available(root: str | Path = MSR_DATA_ROOT) -> bool:

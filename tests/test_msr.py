@@ -223,3 +223,16 @@ def test_study_tool_on_the_synthetic_testbed(tmp_path):
     cfg = records[0]["config"]
     assert cfg["data"]["dataset"] == "synthetic" and cfg["data"]["benchmark"] == "xsub_val"
     assert cfg["pretrain"]["momentum"] == 0.999 and cfg["pretrain"]["lr"] == 0.05
+
+
+def test_data_card_holds_counts_not_coordinates(corpus):
+    from i2md_lib.studies import msr_data_card
+
+    root, _ = corpus
+    card = msr_data_card(root / "out")
+    assert card["clips"] == 99 and card["skipped"] == [
+        {"file": "a02_s01_e01_skeleton3D.txt", "reason": card["skipped"][0]["reason"]}]
+    train = card["splits"]["xsub train"]
+    assert train["clips"] == 49 and train["subjects"] == [1, 3, 5, 7, 9] and sum(train["clips per class"]) == 49
+    assert sum(train["frames"]["histogram"]) == 49 and train["frames"]["min"] == 13
+    assert card["splits"]["xsub_val val"]["subjects"] == [9]
