@@ -105,8 +105,9 @@ def summary_table(records: Sequence[Mapping[str, Any]], digits: int = 1):
 def paired(values, a: str, b: str, metric: str, confidence: float = 0.95,
            method: str = "t") -> stats.Interval | None:
     """Mean over seeds of ``a - b`` on ``metric`` and its interval (seeds both variants have);
-    ``None`` with fewer than two such seeds. ``values``: :func:`headline_values`."""
-    both = values[metric].unstack("variant")[[a, b]].dropna() if metric in values else None
+    ``None`` with fewer than two such seeds (or a variant without runs). ``values``: :func:`headline_values`."""
+    table = values[metric].unstack("variant") if metric in values else None
+    both = table[[a, b]].dropna() if table is not None and {a, b} <= set(table.columns) else None
     if both is None or len(both) < 2:
         return None
     return stats.paired_difference(both[a].to_numpy(), both[b].to_numpy(), confidence, method)

@@ -236,3 +236,16 @@ def test_data_card_holds_counts_not_coordinates(corpus):
     assert train["clips"] == 49 and train["subjects"] == [1, 3, 5, 7, 9] and sum(train["clips per class"]) == 49
     assert sum(train["frames"]["histogram"]) == 49 and train["frames"]["min"] == 13
     assert card["splits"]["xsub_val val"]["subjects"] == [9]
+
+
+def test_comparisons_with_a_variant_not_run_yet_are_empty():
+    import pandas as pd
+
+    from i2md_lib import report
+
+    values = pd.DataFrame({"knn joint": [50.0, 52.0, 48.0, 49.0]},
+                          index=pd.MultiIndex.from_tuples([("a", 0), ("a", 1), ("b", 0), ("b", 1)],
+                                                          names=["variant", "seed"]))
+    table = report.comparison_table(values, [("a", "b"), ("a", "c")], ["knn joint"])
+    assert table.loc[("a − b", "knn joint"), "seeds"] == 2
+    assert table.loc[("a − c", "knn joint"), "seeds"] == 0 and table.loc[("a − c", "knn joint"), "verdict"] == "–"
