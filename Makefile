@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 # torch is pinned in the install step (a CPU wheel on our machines); pyproject keeps a range.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install browser book test test-fast results results-v1 nbgrader clean gpu-check
+.PHONY: install browser book test test-fast results results-v1 results-msr nbgrader clean gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,23 @@ results: install
 	  --methods random_init moco3 cmd --seeds 0 1 2 --eval-seeds 0 1 2 3 --pair cmd moco3 --jobs $(JOBS)
 	OMP_NUM_THREADS=1 $(PY) -m i2md_lib experiments --suite main --profile book --target --jobs $(JOBS)
 	OMP_NUM_THREADS=1 $(PY) -m i2md_lib experiments --suite ablation --profile book --target --jobs $(JOBS)
+
+# Real recordings (Chapter 7): MSR Action3D from its skeleton files (MSR_RAW=/path/to/skeletons; the
+# files stay outside the repository, data/msr is git-ignored), then the optimisation and training-length
+# study on the validation benchmarks of both testbeds (tools/msr_study.py; i2md_lib.studies.SETTINGS).
+MSR_RAW ?=
+STUDY_SEEDS ?= 0 1 2
+results-msr: install
+	@test -n "$(MSR_RAW)" || { echo "set MSR_RAW=/path/to/MSR Action3D skeleton files"; exit 2; }
+	$(PY) -m i2md_lib prepare-msr $(MSR_RAW) data/msr
+	OMP_NUM_THREADS=1 $(PY) tools/msr_study.py --data-card
+	OMP_NUM_THREADS=1 $(PY) tools/msr_study.py --part val --variants random_init --seeds $(STUDY_SEEDS)
+	for setting in book reference lr0.01 m0.999 long4x; do \
+	  OMP_NUM_THREADS=1 $(PY) tools/msr_study.py --part val --setting $$setting --seeds $(STUDY_SEEDS) \
+	    --variants moco3 cmd i2md --jobs $(JOBS) || exit 1; \
+	  OMP_NUM_THREADS=1 $(PY) tools/msr_study.py --testbed synthetic --part val --setting $$setting \
+	    --seeds $(STUDY_SEEDS) --variants moco3 cmd i2md --jobs $(JOBS) || exit 1; \
+	done
 
 # The book before testbed v3 (results/book/testbed_v1/: version 1 without distortions, 40 epochs),
 # file by file under the design that restores it.
