@@ -83,23 +83,43 @@ def _column_order(columns: Sequence[str]) -> list[str]:
     return preferred + semi + [c for c in columns if c not in preferred and c not in semi]
 
 
-def summary_table(records: Sequence[Mapping[str, Any]], digits: int = 1):
-    """Mean ± std over seeds of every headline column; one row per variant (its label), in
-    the order of ``records``."""
+#: "±" between no-break spaces: a table cell "82.5 ± 0.9" never breaks onto a second line.
+PLUS_MINUS = "\u00a0±\u00a0"
+
+
+def mean_sd(mean: float, sd: float, digits: int = 1) -> str:
+    """``"82.5 ± 0.9"`` with no-break spaces around ``±`` (:data:`PLUS_MINUS`)."""
+    return f"{mean:.{digits}f}{PLUS_MINUS}{sd:.{digits}f}"
+
+
+def summary_table(records: Sequence[Mapping[str, Any]], digits: int = 1, index: str = "label"):
+    """Mean ± std over seeds of every headline column; one row per variant, in the order of
+    ``records``, named by its ``label`` or, with ``index="variant"``, by its short id (the
+    labels then go in a key, :func:`variant_key`)."""
     import pandas as pd
 
+    if index not in ("label", "variant"):
+        raise ValueError(f"index must be 'label' or 'variant', got {index!r}")
     values = headline_values(records)
-    labels = {r["variant"]: r["label"] for r in records}
+    names = {r["variant"]: r[index] for r in records}
     grouped = values.groupby(level="variant", sort=False)
     mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
 
     def cell(m: float, s: float, n: int) -> str:
         if pd.isna(m):
             return ""
-        return f"{m:.{digits}f}" if n < 2 or pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+        return f"{m:.{digits}f}" if n < 2 or pd.isna(s) else mean_sd(m, s, digits)
 
     return pd.DataFrame({c: [cell(mean.loc[v, c], std.loc[v, c], count.loc[v, c]) for v in mean.index]
-                         for c in values.columns}, index=[labels[v] for v in mean.index])
+                         for c in values.columns}, index=[names[v] for v in mean.index])
+
+
+def variant_key(records: Sequence[Mapping[str, Any]]):
+    """The key of short row names: one row per variant id of ``records`` (their order) with its label."""
+    import pandas as pd
+
+    labels = dict((r["variant"], r["label"]) for r in records)
+    return pd.DataFrame({"what it is": list(labels.values())}, index=pd.Index(list(labels), name="row"))
 
 
 def paired(values, a: str, b: str, metric: str, confidence: float = 0.95,

@@ -293,6 +293,24 @@ def test_claim_verdicts_and_dna_end_of_training_by_hand():
     assert table.loc["d", "purity, fixed top-k of the same size"] == pytest.approx(0.4)
 
 
+def test_summary_table_short_row_names_with_a_key_and_unbroken_plus_minus():
+    records = [{"variant": v, "label": f"{v}, a long description", "seed": s,
+                "metrics": [{"protocol": "knn", "modality": "joint", "top1@k=1": 60.0 + s}]}
+               for v in ("a", "b") for s in range(2)] + \
+        [{"variant": "c", "label": "c, one seed", "seed": 0, "metrics": [{"protocol": "knn", "modality": "joint",
+                                                                         "top1@k=1": 50.0}]}]
+    short = report.summary_table(records, index="variant")
+    assert list(short.index) == ["a", "b", "c"]
+    assert short.loc["a", "knn joint"] == "60.5\u00a0±\u00a00.7" and short.loc["c", "knn joint"] == "50.0"
+    assert " " not in short.loc["a", "knn joint"]              # no breakable space inside a cell
+    assert list(report.summary_table(records).index) == ["a, a long description", "b, a long description",
+                                                         "c, one seed"]
+    key = report.variant_key(records)
+    assert key.loc["b", "what it is"] == "b, a long description" and list(key.index) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="index must be"):
+        report.summary_table(records, index="seed")
+
+
 def test_floor_table_by_hand():
     def record(variant, seed, knn, linear):
         return {"variant": variant, "label": variant, "seed": seed, "metrics": [
