@@ -7,7 +7,7 @@ so the built HTML stays small and works without network access.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -172,9 +172,18 @@ def training_curves(rows: Sequence[dict], columns: Sequence[str], x: str = "step
     return fig
 
 
-_CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-                 "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#843c39",
-                 "#5254a3", "#8ca252", "#bd9e39", "#7b4173", "#3182bd", "#e6550d")
+#: Class colours: the Okabe-Ito palette, told apart with the common kinds of colour blindness too
+#: (no run of reds and browns), and marker symbols cycling with another period, so that every
+#: class up to 40 has its own (colour, symbol) pair.
+CLASS_COLORS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#000000")
+CLASS_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x")
+
+
+def class_marker(label: int, size: int = 5) -> dict[str, Any]:
+    """Plotly marker of class ``label``: colour and symbol from :data:`CLASS_COLORS` and
+    :data:`CLASS_SYMBOLS` (distinct pairs for the first 40 classes)."""
+    return dict(size=size, color=CLASS_COLORS[label % len(CLASS_COLORS)],
+                symbol=CLASS_SYMBOLS[label % len(CLASS_SYMBOLS)])
 
 
 def embedding_scatter(embeddings: dict[str, dict], class_names: Sequence[str] | None = None,
@@ -220,7 +229,7 @@ def embedding_scatter(embeddings: dict[str, dict], class_names: Sequence[str] | 
             fig.add_trace(go.Scatter(
                 x=xy[keep, 0], y=xy[keep, 1], mode="markers", name=name, legendgroup=name,
                 showlegend=int(label) not in in_legend, hovertext=name, hoverinfo="text",
-                marker=dict(size=4, color=_CLASS_COLORS[label % len(_CLASS_COLORS)])),
+                marker=class_marker(int(label))),
                 row=row + 1, col=col + 1)
             in_legend.add(int(label))
         fig.update_xaxes(showticklabels=False, row=row + 1, col=col + 1)

@@ -83,23 +83,43 @@ def _column_order(columns: Sequence[str]) -> list[str]:
     return preferred + semi + [c for c in columns if c not in preferred and c not in semi]
 
 
-def summary_table(records: Sequence[Mapping[str, Any]], digits: int = 1):
-    """Mean ± std over seeds of every headline column; one row per variant (its label), in
-    the order of ``records``."""
+#: "±" between no-break spaces: a table cell "82.5 ± 0.9" never breaks onto a second line.
+PLUS_MINUS = "\u00a0±\u00a0"
+
+
+def mean_sd(mean: float, sd: float, digits: int = 1) -> str:
+    """``"82.5 ± 0.9"`` with no-break spaces around ``±`` (:data:`PLUS_MINUS`)."""
+    return f"{mean:.{digits}f}{PLUS_MINUS}{sd:.{digits}f}"
+
+
+def summary_table(records: Sequence[Mapping[str, Any]], digits: int = 1, index: str = "label"):
+    """Mean ± std over seeds of every headline column; one row per variant, in the order of
+    ``records``, named by its ``label`` or, with ``index="variant"``, by its short id (the
+    labels then go in a key, :func:`variant_key`)."""
     import pandas as pd
 
+    if index not in ("label", "variant"):
+        raise ValueError(f"index must be 'label' or 'variant', got {index!r}")
     values = headline_values(records)
-    labels = {r["variant"]: r["label"] for r in records}
+    names = {r["variant"]: r[index] for r in records}
     grouped = values.groupby(level="variant", sort=False)
     mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
 
     def cell(m: float, s: float, n: int) -> str:
         if pd.isna(m):
             return ""
-        return f"{m:.{digits}f}" if n < 2 or pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+        return f"{m:.{digits}f}" if n < 2 or pd.isna(s) else mean_sd(m, s, digits)
 
     return pd.DataFrame({c: [cell(mean.loc[v, c], std.loc[v, c], count.loc[v, c]) for v in mean.index]
-                         for c in values.columns}, index=[labels[v] for v in mean.index])
+                         for c in values.columns}, index=[names[v] for v in mean.index])
+
+
+def variant_key(records: Sequence[Mapping[str, Any]]):
+    """The key of short row names: one row per variant id of ``records`` (their order) with its label."""
+    import pandas as pd
+
+    labels = dict((r["variant"], r["label"]) for r in records)
+    return pd.DataFrame({"what it is": list(labels.values())}, index=pd.Index(list(labels), name="row"))
 
 
 def paired(values, a: str, b: str, metric: str, confidence: float = 0.95,
@@ -273,29 +293,73 @@ CLAIMS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 )
 
 
-def claim_verdicts(values, metrics: Sequence[str] = HEADLINE_METRICS, claims=CLAIMS):
-    """For each claim, what the paired 95 % intervals of its comparisons say over ``metrics``:
-    ``supported`` (some interval above 0, none below), ``contradicted`` (some below, none
-    above), ``mixed`` (both) or ``undecided`` (every interval contains 0)."""
+#: The multiple-comparison rule of :func:`claim_verdicts`: Holm's correction at this family-wise
+#: error rate over all the paired tests of one claim (its comparisons x metrics).
+CLAIM_ALPHA: float = 0.05
+
+
+def claim_tests(values, metrics: Sequence[str] = HEADLINE_METRICS, claims=CLAIMS, alpha: float = CLAIM_ALPHA):
+    """Every paired test behind :func:`claim_verdicts`: one row per (claim, comparison, metric) with
+    the mean difference, its 95 % interval, the t-test's p-value (:func:`stats.t_test_p`), whether
+    the interval alone excludes 0 (``uncorrected``) and whether Holm's correction at ``alpha`` over
+    the claim's tests keeps it decided (``decided``; :func:`stats.holm`)."""
     import pandas as pd
 
     rows = []
     for claim, pairs in claims:
-        above, below, total = [], [], 0
+        tests = []
         for a, b in pairs:
             for metric in metrics:
                 iv = paired(values, a, b, metric)
-                if iv is None:
-                    continue
-                total += 1
-                if iv.low > 0:
-                    above.append(f"{a} − {b}, {metric}")
-                elif iv.high < 0:
-                    below.append(f"{a} − {b}, {metric}")
-        verdict = ("mixed" if above and below else "supported" if above else "contradicted" if below
-                   else "undecided" if total else "–")
-        rows.append({"claim": claim, "verdict": verdict, "intervals above 0": len(above),
-                     "intervals below 0": len(below), "intervals": total})
+                if iv is not None:
+                    tests.append({"claim": claim, "comparison": f"{a} − {b}", "metric": metric,
+                                  "difference": iv.mean, "low": iv.low, "high": iv.high,
+                                  "p": stats.t_test_p(iv), "uncorrected": iv.low > 0 or iv.high < 0})
+        for test, kept in zip(tests, stats.holm([t["p"] for t in tests], alpha) if tests else []):
+            rows.append({**test, "decided": kept})
+    columns = ["claim", "comparison", "metric", "difference", "low", "high", "p", "uncorrected", "decided"]
+    return pd.DataFrame(rows, columns=columns).set_index(["claim", "comparison", "metric"])
+
+
+def _verdict(above: Sequence[str], below: Sequence[str], total: int) -> str:
+    """``"supported on 1 of 4: knn joint"`` and the like (``mixed``: both directions)."""
+    def part(word: str, names: Sequence[str]) -> str:
+        listed = "" if len(names) == total else ": " + ", ".join(names)
+        return f"{word} on {len(names)} of {total}{listed}"
+    if not total:
+        return "–"
+    if above and below:
+        return f"mixed: {part('supported', above)}; {part('contradicted', below)}"
+    if above or below:
+        return part("supported", above) if above else part("contradicted", below)
+    return f"undecided on all {total}"
+
+
+def claim_verdicts(values, metrics: Sequence[str] = HEADLINE_METRICS, claims=CLAIMS, alpha: float = CLAIM_ALPHA):
+    """For each claim, on how many of its paired tests (comparisons x ``metrics``) the evidence
+    decides it, and which way: ``"supported on 1 of 4: knn joint"``, ``"contradicted on ..."``,
+    ``"mixed: ..."`` or ``"undecided on all 4"``. A test counts as decided when it survives Holm's
+    correction at family-wise error ``alpha`` over the claim's tests (:func:`claim_tests`), so that
+    the chance of calling any of a claim's tests decided by accident stays at most ``alpha``.
+    ``uncorrected`` is the verdict that each 95 % interval alone would give."""
+    import pandas as pd
+
+    tests = claim_tests(values, metrics, claims, alpha)
+    rows = []
+    for claim, _ in claims:
+        mine = tests.xs(claim, level="claim") if claim in tests.index.get_level_values("claim") else tests.iloc[:0]
+        several = len({c for c, _ in mine.index}) > 1
+
+        def names(flags) -> list[str]:
+            return [f"{c}, {m}" if several else m for (c, m), r in mine[flags].iterrows()]
+
+        up, down = mine["difference"] > 0, mine["difference"] < 0
+        rows.append({"claim": claim,
+                     "verdict": _verdict(names(mine["decided"] & up), names(mine["decided"] & down), len(mine)),
+                     "decided above 0": int((mine["decided"] & up).sum()),
+                     "decided below 0": int((mine["decided"] & down).sum()), "tests": len(mine),
+                     "uncorrected": _verdict(names(mine["uncorrected"] & up), names(mine["uncorrected"] & down),
+                                             len(mine))})
     return pd.DataFrame(rows).set_index("claim")
 
 

@@ -117,6 +117,39 @@ def paired_difference(a: Any, b: Any, confidence: float = 0.95, method: str = "t
     raise ValueError(f"method must be 't' or 'bootstrap', got {method!r}")
 
 
+def t_test_p(interval: Interval) -> float:
+    """Two-sided p-value of the one-sample Student t-test of "mean 0" behind a ``"t"`` interval.
+
+    ``p < 1 - confidence`` exactly when the interval excludes 0. Values without spread give
+    0 (a non-zero mean) or 1 (a zero mean); fewer than two values raise ``ValueError``.
+    """
+    if interval.n < 2:
+        raise ValueError(f"a t-test needs at least 2 values, got {interval.n}")
+    if not interval.sd > 0:
+        return 0.0 if interval.mean != 0 else 1.0
+    t = abs(interval.mean) / (interval.sd / np.sqrt(interval.n))
+    return float(2.0 * _scipy_stats.t.sf(t, interval.n - 1))
+
+
+def holm(p_values: Any, alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down correction: which of ``m`` hypotheses are rejected at family-wise error ``alpha``.
+
+    Sorts the p-values; the i-th smallest (i = 1..m) is rejected while every smaller one was and
+    ``p <= alpha / (m - i + 1)``. Returns one flag per p-value, in the given order.
+    """
+    p = _values(p_values, "p_values") if len(p_values) else np.zeros(0)
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("p-values must lie in [0, 1]")
+    rejected = [False] * len(p)
+    for rank, index in enumerate(np.argsort(p, kind="stable")):
+        if p[index] > alpha / (len(p) - rank):
+            break
+        rejected[int(index)] = True
+    return rejected
+
+
 def seeds_needed(sd: float, target_half_width: float, confidence: float = 0.95,
                  max_n: int = 100000) -> int:
     """Smallest ``n >= 2`` with ``half_width(sd, n) <= target_half_width``.

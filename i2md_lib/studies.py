@@ -137,7 +137,7 @@ def settings_summary(records: Sequence[Mapping[str, Any]], metrics: Sequence[str
         row: dict[str, Any] = {"run": variant, "seeds": len(runs)}
         for metric in metrics:
             column = runs[metric] if metric in runs else pd.Series(dtype=float)
-            row[metric] = f"{column.mean():.1f} ± {column.std():.1f}" if len(column) > 1 else \
+            row[metric] = report.mean_sd(column.mean(), column.std()) if len(column) > 1 else \
                 (f"{column.mean():.1f}" if len(column) else "–")
         row["failed runs"] = int(failures.loc[variant, "failed"]) if variant in failures.index else 0
         rows.append(row)

@@ -22,6 +22,8 @@ from i2md_lib.config import ExperimentConfig
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 CHAPTERS = sorted(BOOK.glob("ch*.ipynb"))
+#: Pages of notebooks beside the chapters (teaching, running on a GPU): prose checked like a chapter's.
+GUIDES = sorted(p for p in BOOK.glob("*.ipynb") if not p.name.startswith("ch"))
 BIB = BOOK / "references.bib"
 
 
@@ -44,7 +46,7 @@ def markdown_of(path: Path) -> str:
 
 
 def pages() -> list[Path]:
-    return [BOOK / "intro.md", *CHAPTERS]
+    return [BOOK / "intro.md", *CHAPTERS, *GUIDES]
 
 
 # -- no pointers to notes readers do not have --------------------------------------------------

@@ -283,7 +283,7 @@ def test_claim_verdicts_and_dna_end_of_training_by_hand():
     values = report.headline_values(records)
     claims = (("a beats b", (("a", "b"),)), ("b beats a", (("b", "a"),)), ("c beats a", (("c", "a"),)))
     verdicts = report.claim_verdicts(values, ["knn joint"], claims)["verdict"].tolist()
-    assert verdicts == ["supported", "contradicted", "undecided"]
+    assert verdicts == ["supported on 1 of 1", "contradicted on 1 of 1", "undecided on all 1"]
     log = {"dna_neighbors_joint": 4.0, "dna_neighbors_bone": 6.0, "dna_count_cv_joint": 0.5, "dna_count_cv_bone": 0.3,
            "dna_purity_joint": 0.6, "dna_purity_bone": 0.4, "dna_purity_topk_joint": 0.5, "dna_purity_topk_bone": 0.3}
     table = report.dna_end_of_training([record("d", 0, 1, log), record("a", 0, 1)])
@@ -291,6 +291,60 @@ def test_claim_verdicts_and_dna_end_of_training_by_hand():
     assert table.loc["d", "neighbours"] == 5.0 and table.loc["d", "count CV"] == pytest.approx(0.4)
     assert table.loc["d", "purity"] == pytest.approx(0.5)
     assert table.loc["d", "purity, fixed top-k of the same size"] == pytest.approx(0.4)
+
+
+def test_summary_table_short_row_names_with_a_key_and_unbroken_plus_minus():
+    records = [{"variant": v, "label": f"{v}, a long description", "seed": s,
+                "metrics": [{"protocol": "knn", "modality": "joint", "top1@k=1": 60.0 + s}]}
+               for v in ("a", "b") for s in range(2)] + \
+        [{"variant": "c", "label": "c, one seed", "seed": 0, "metrics": [{"protocol": "knn", "modality": "joint",
+                                                                         "top1@k=1": 50.0}]}]
+    short = report.summary_table(records, index="variant")
+    assert list(short.index) == ["a", "b", "c"]
+    assert short.loc["a", "knn joint"] == "60.5\u00a0±\u00a00.7" and short.loc["c", "knn joint"] == "50.0"
+    assert " " not in short.loc["a", "knn joint"]              # no breakable space inside a cell
+    assert list(report.summary_table(records).index) == ["a, a long description", "b, a long description",
+                                                         "c, one seed"]
+    key = report.variant_key(records)
+    assert key.loc["b", "what it is"] == "b, a long description" and list(key.index) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="index must be"):
+        report.summary_table(records, index="seed")
+
+
+def test_claim_verdicts_count_decided_metrics_under_holm():
+    """Constructed so that Holm's correction over a claim's four metrics changes one verdict."""
+    metrics = ["knn joint", "linear joint", "linear ensemble", "semi 1%"]
+    # per-seed differences of "a" over "b" on each metric (three seeds, "b" at 50 everywhere)
+    gaps = {"knn joint": [1.0, 1.2, 1.1],            # p about 0.003: decided, with or without Holm
+            "linear joint": [0.2, 1.5, 0.8],         # p about 0.10: undecided
+            "linear ensemble": [-0.3, 0.4, 0.1],     # undecided
+            "semi 1%": [0.9, 1.9, 1.3]}              # p about 0.04: decided alone, not after Holm
+    rows = {"knn joint": ("knn", "joint", "top1@k=1"), "linear joint": ("linear", "joint", "top1"),
+            "linear ensemble": ("linear", "ensemble", "top1")}
+
+    def record(variant, seed, shift):
+        metrics_rows = [{"protocol": p, "modality": m, key: 50.0 + shift(name)} for name, (p, m, key) in rows.items()]
+        metrics_rows.append({"protocol": "semi", "fraction": 0.01, "top1_mean": 50.0 + shift("semi 1%")})
+        return {"variant": variant, "label": variant, "seed": seed, "metrics": metrics_rows}
+
+    records = [record("b", s, lambda name: 0.0) for s in range(3)] + \
+        [record("a", s, lambda name, s=s: gaps[name][s]) for s in range(3)] + \
+        [record("c", s, lambda name, s=s: -10.0 - s if name == "knn joint" else gaps[name][s]) for s in range(3)]
+    values = report.headline_values(records)
+    claims = (("a beats b", (("a", "b"),)), ("c beats b", (("c", "b"),)), ("b beats a", (("b", "a"),)))
+    tests = report.claim_tests(values, metrics, claims)
+    first = tests.xs("a beats b", level="claim")
+    assert first["uncorrected"].tolist() == [True, False, False, True]
+    assert first["decided"].tolist() == [True, False, False, False]
+    assert first.loc[("a − b", "semi 1%"), "p"] == pytest.approx(0.0424, abs=5e-4)   # t = 4.70 on 2 df
+    table = report.claim_verdicts(values, metrics, claims)
+    assert table.loc["a beats b", "verdict"] == "supported on 1 of 4: knn joint"
+    assert table.loc["a beats b", "uncorrected"] == "supported on 2 of 4: knn joint, semi 1%"
+    assert table.loc["c beats b", "verdict"] == "contradicted on 1 of 4: knn joint"
+    assert table.loc["b beats a", "verdict"] == "contradicted on 1 of 4: knn joint"
+    assert (table.loc["a beats b", "decided above 0"], table.loc["a beats b", "tests"]) == (1, 4)
+    several = report.claim_verdicts(values, metrics, (("a and c beat b", (("a", "b"), ("c", "b"))),))
+    assert several.iloc[0]["verdict"].startswith("mixed: supported on 1 of 8: a − b, knn joint; contradicted on 1 of 8")
 
 
 def test_floor_table_by_hand():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from i2md_lib.plotting import embedding_scatter, moving_average, training_curves
+from i2md_lib.plotting import class_marker, embedding_scatter, moving_average, training_curves
 
 
 def test_moving_average_is_a_trailing_mean():
@@ -42,6 +42,15 @@ def test_embedding_scatter_one_trace_per_class_and_panel():
     assert names == [("sit", True, 1), ("wave", True, 2), ("kick", True, 1), ("kick", False, 2)]
     assert list(fig.data[1].x) == [1.0, 2.0]
     assert fig.data[2].marker.color == fig.data[3].marker.color   # a class keeps its colour
+
+
+def test_every_class_of_a_large_dataset_has_its_own_colour_and_marker():
+    pairs = [(m["color"], m["symbol"]) for m in map(class_marker, range(40))]
+    assert len(set(pairs)) == 40
+    colours = {m["color"] for m in map(class_marker, range(13))}
+    assert len(colours) == 8                        # the palette's every colour, for NTU-like class counts
+    fig = embedding_scatter({"a": {"xy": [[0, 0], [1, 1]], "labels": [0, 9]}})
+    assert [t.marker.symbol for t in fig.data] == [class_marker(0)["symbol"], class_marker(9)["symbol"]]
 
 
 def test_embedding_scatter_rejects_mismatched_labels():

@@ -83,3 +83,44 @@ def test_test_set_noise():
     assert stats.bootstrap_mean_variance(correct - correct, n_boot=100) == 0.0
     with pytest.raises(ValueError, match="percentage"):
         stats.binomial_variance(0.5 * 300, 10)
+
+
+def test_t_test_p_agrees_with_scipy_and_with_the_interval():
+    rng = np.random.default_rng(3)
+    for shift in (0.0, 0.4, 1.5):
+        x = rng.normal(shift, 1.0, size=9)
+        iv = stats.t_interval(x)
+        p = stats.t_test_p(iv)
+        assert p == pytest.approx(sps.ttest_1samp(x, 0.0).pvalue, rel=1e-9)
+        assert (p < 0.05) == (iv.low > 0 or iv.high < 0)       # decided by the interval <=> p < 5 %
+    assert stats.t_test_p(stats.t_interval([2.0, 2.0, 2.0])) == 0.0
+    assert stats.t_test_p(stats.t_interval([0.0, 0.0])) == 1.0
+    with pytest.raises(ValueError, match="at least 2"):
+        stats.t_test_p(stats.t_interval([1.0]))
+
+
+def test_holm_by_hand():
+    # m = 4: thresholds 0.0125, 0.0167, 0.025, 0.05 for the sorted p-values
+    assert stats.holm([0.010, 0.040, 0.030, 0.005]) == [True, False, False, True]     # 0.030 > 0.025 stops it
+    assert stats.holm([0.010, 0.040, 0.020, 0.005]) == [True, True, True, True]
+    assert stats.holm([0.03, 0.04]) == [False, False]                                   # 0.03 > 0.05 / 2
+    assert stats.holm([0.03]) == [True] and stats.holm([]) == []
+    assert stats.holm([0.02, 0.04], alpha=0.1) == [True, True]
+    with pytest.raises(ValueError, match="alpha"):
+        stats.holm([0.1], alpha=1.5)
+    with pytest.raises(ValueError, match="p-values"):
+        stats.holm([1.2])
+
+
+def test_holm_keeps_the_family_wise_error_on_null_data():
+    # 4 true nulls per family: uncorrected, some test is decided in about 1 - 0.95^4 = 19 % of the
+    # families; with Holm, in at most 5 %
+    rng = np.random.default_rng(0)
+    families = 2000
+    any_uncorrected = any_holm = 0
+    for _ in range(families):
+        ps = [stats.t_test_p(stats.t_interval(rng.normal(0.0, 1.0, size=8))) for _ in range(4)]
+        any_uncorrected += min(ps) < 0.05
+        any_holm += any(stats.holm(ps))
+    assert 0.15 < any_uncorrected / families < 0.23
+    assert any_holm / families < 0.065
