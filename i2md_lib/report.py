@@ -167,9 +167,39 @@ def comparison_table(values, pairs: Sequence[tuple[str, str]] = LADDER,
 def interval_cells(table, digits: int = 1):
     """:func:`comparison_table` as compact cells ``+1.2 [−0.3, +2.7]`` (comparisons x metrics), the
     comparisons and metrics in the table's order (the ladder reads from the bottom rung up)."""
-    cell = table.apply(lambda r: (f"{r['difference']:+.{digits}f} [{r['low']:+.{digits}f}, {r['high']:+.{digits}f}]"
+    return by_comparison(_cells(table, digits))
+
+
+def _cells(table, digits: int):
+    """The rows of :func:`comparison_table` as cells ``+1.2 [−0.3, +2.7]`` (``–`` under two seeds)."""
+    return table.apply(lambda r: (f"{r['difference']:+.{digits}f} [{r['low']:+.{digits}f}, {r['high']:+.{digits}f}]"
                                   if r["seeds"] >= 2 else "–"), axis=1)
-    return by_comparison(cell)
+
+
+def first_seeds(records: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]]:
+    """The records of the ``n`` lowest seeds of ``records`` (the seeds a suite had when it had ``n``)."""
+    seeds = sorted({r["seed"] for r in records})
+    if not 1 <= n <= len(seeds):
+        raise ValueError(f"first_seeds: asked for the first {n} seeds, the records have {len(seeds)}")
+    keep = set(seeds[:n])
+    return [r for r in records if r["seed"] in keep]
+
+
+def intervals_by_seeds(records: Sequence[Mapping[str, Any]], counts: Sequence[int],
+                       pairs: Sequence[tuple[str, str]] = LADDER, metrics: Sequence[str] = HEADLINE_METRICS,
+                       moved_only: bool = False, digits: int = 1):
+    """The paired intervals of :func:`comparison_table` recomputed on the first ``n`` seeds
+    (:func:`first_seeds`) for each ``n`` of ``counts``: one row per (comparison, metric), one column
+    ``"<n> seeds"`` of cells ``+1.2 [−0.3, +2.7]``. With ``moved_only``, only the rows whose verdict
+    (:func:`verdict`: above, below or undecided) is not the same at every count."""
+    import pandas as pd
+
+    tables = {n: comparison_table(headline_values(first_seeds(records, n)), pairs, metrics) for n in counts}
+    cells = pd.DataFrame({f"{n} seeds": _cells(t, digits) for n, t in tables.items()})
+    if not moved_only:
+        return cells
+    verdicts = pd.DataFrame({n: t["verdict"] for n, t in tables.items()})
+    return cells[(verdicts.nunique(axis=1) > 1).to_numpy()]
 
 
 def by_comparison(column):
@@ -221,6 +251,26 @@ def search_choice(records: Sequence[Mapping[str, Any]]) -> str:
     if benchmarks != {"xsub_val"}:
         raise ValueError(f"a search is judged on the validation benchmark only, got {sorted(benchmarks)}")
     return str(search_table(records).index[0])
+
+
+def search_differences(records: Sequence[Mapping[str, Any]], reference: str, confidence: float = 0.95):
+    """Each candidate of the search against ``reference`` on the search's score (:func:`search_table`):
+    the paired difference on each seed (columns ``"seed <k>"``), their mean and its ``confidence``
+    Student-t interval (``low``, ``high``; with two seeds, ±12.7 standard errors wide). Rows in the
+    order of :func:`search_table`, the reference left out."""
+    values = headline_values(records)
+    values = values.assign(score=values[list(SEARCH_METRICS)].mean(axis=1))
+    if reference not in values.index.get_level_values("variant"):
+        raise ValueError(f"search_differences: no runs of the reference {reference!r}")
+    order = [v for v in search_table(records).index if v != reference]
+    scores = values["score"].unstack("variant")                                  # seed x variant
+    table = scores[order].sub(scores[reference], axis=0).T                       # variant x seed
+    table.columns = [f"seed {s}" for s in table.columns]
+    intervals = comparison_table(values, [(v, reference) for v in order], ["score"], confidence)
+    for column in ("difference", "low", "high"):
+        table[column] = intervals[column].to_numpy()
+    table.index.name = f"candidate − {reference}"
+    return table
 
 
 # -- the noise budget --------------------------------------------------------------------
@@ -361,6 +411,17 @@ def claim_verdicts(values, metrics: Sequence[str] = HEADLINE_METRICS, claims=CLA
                      "uncorrected": _verdict(names(mine["uncorrected"] & up), names(mine["uncorrected"] & down),
                                              len(mine))})
     return pd.DataFrame(rows).set_index("claim")
+
+
+def claim_verdicts_by_seeds(records: Sequence[Mapping[str, Any]], counts: Sequence[int],
+                            metrics: Sequence[str] = HEADLINE_METRICS, claims=CLAIMS, alpha: float = CLAIM_ALPHA):
+    """The verdict of :func:`claim_verdicts` (Holm's correction at ``alpha``) recomputed on the first
+    ``n`` seeds (:func:`first_seeds`) for each ``n`` of ``counts``: one row per claim, one column
+    ``"<n> seeds"``."""
+    import pandas as pd
+
+    return pd.DataFrame({f"{n} seeds": claim_verdicts(headline_values(first_seeds(records, n)), metrics, claims,
+                                                      alpha)["verdict"] for n in counts})
 
 
 # -- DNA at the end of training -----------------------------------------------------------------

@@ -445,3 +445,46 @@ def test_stream_failures_finds_the_collapsed_motion_stream_and_its_loss():
     assert (failed["highest of the healthy runs"] == 5.0).all()      # the two failures left out
     assert report.stream_failures(records, "joint").empty
     assert report.stream_failures(records, drop=40.0).empty
+
+
+def test_intervals_and_claim_verdicts_by_seed_count_on_constructed_data():
+    """Five seeds built so that "a" is decided above "b" on the first three and not on all five."""
+    gaps = [2.0, 2.2, 1.9, -3.0, 4.0]                # a - b per seed; the last two widen the interval
+
+    def record(variant, seed, knn):
+        return {"variant": variant, "label": variant, "seed": seed,
+                "metrics": [{"protocol": "knn", "modality": "joint", "top1@k=1": knn},
+                            {"protocol": "linear", "modality": "joint", "top1": 50.0 + seed}]}
+    records = [record("b", s, 50.0) for s in range(5)] + [record("a", s, 50.0 + g) for s, g in enumerate(gaps)]
+    assert {r["seed"] for r in report.first_seeds(records, 3)} == {0, 1, 2}
+    with pytest.raises(ValueError, match="first 6 seeds, the records have 5"):
+        report.first_seeds(records, 6)
+    metrics = ["knn joint", "linear joint"]
+    every = report.intervals_by_seeds(records, [3, 5], [("a", "b")], metrics)
+    assert list(every.columns) == ["3 seeds", "5 seeds"]
+    assert every.loc[("a − b", "knn joint"), "3 seeds"].startswith("+2.0 [+1.")   # decided: 2.03 ± 0.38
+    assert every.loc[("a − b", "knn joint"), "5 seeds"].startswith("+1.4 [-")     # undecided
+    assert every.loc[("a − b", "linear joint"), "5 seeds"] == "+0.0 [+0.0, +0.0]"  # same on every seed
+    moved = report.intervals_by_seeds(records, [3, 5], [("a", "b")], metrics, moved_only=True)
+    assert list(moved.index) == [("a − b", "knn joint")]
+    claims = (("a beats b", (("a", "b"),)),)
+    verdicts = report.claim_verdicts_by_seeds(records, [3, 5], ["knn joint"], claims)
+    assert verdicts.loc["a beats b"].tolist() == ["supported on 1 of 1", "undecided on all 1"]
+
+
+def test_search_differences_pair_each_candidate_with_the_reference_by_hand():
+    def record(variant, seed, knn, linear):
+        return {"variant": variant, "label": variant, "seed": seed, "config": {"data": {"benchmark": "xsub_val"}},
+                "metrics": [{"protocol": "knn", "modality": "joint", "top1@k=1": knn},
+                            {"protocol": "linear_fast", "modality": "joint", "top1": linear}]}
+    records = [record("ref", 0, 70, 80), record("ref", 1, 74, 80), record("long", 0, 72, 82),
+               record("long", 1, 74, 84), record("short", 0, 50, 60), record("short", 1, 60, 62)]
+    table = report.search_differences(records, "ref")
+    assert list(table.index) == ["long", "short"]                   # best score first, no reference row
+    assert table.loc["long", "seed 0"] == 2.0 and table.loc["long", "seed 1"] == 2.0
+    assert table.loc["short", "seed 0"] == -20.0 and table.loc["short", "seed 1"] == -16.0
+    # differences -20 and -16: mean -18, sd 2*sqrt(2), t_{0.975, 1} = 12.706 -> half-width 25.4
+    assert table.loc["short", "difference"] == -18.0
+    assert table.loc["short", "high"] == pytest.approx(-18.0 + 12.706204736 * 2.0, abs=1e-6)
+    with pytest.raises(ValueError, match="no runs of the reference 'z2.0'"):
+        report.search_differences(records, "z2.0")
