@@ -144,6 +144,61 @@ def settings_summary(records: Sequence[Mapping[str, Any]], metrics: Sequence[str
     return pd.DataFrame(rows).set_index("run")
 
 
+#: The failure re-runs: a main-suite run whose motion stream failed, trained again with the studied
+#: optimisation settings (its pretraining sees only the training split; the test accuracies are
+#: read to see whether the stream learned, never to choose a setting).
+FAILED_RUN: tuple[str, int] = ("cmd_dna", 13)
+
+
+def rerun_records(settings: Sequence[str], run: tuple[str, int] = FAILED_RUN,
+                  profile: str | None = None) -> dict[str, dict[str, Any]]:
+    """``{setting: record}`` of one main-suite run (``run`` = variant, seed) trained again with
+    each setting (``study`` part ``test`` of the synthetic testbed), beside the main suite's own
+    record under ``"book (main suite)"``. At ``smoke`` the same pipeline runs live with seed 0."""
+    from . import experiments
+
+    profile = active_profile(profile)
+    variant, seed = run
+    out: dict[str, dict[str, Any]] = {}
+    if profile == "smoke":
+        out["book (main suite)"] = run_study("synthetic", "test", "book", (0,), [variant], "smoke",
+                                             out_root=_smoke_root())[0]
+        for setting in settings:
+            out[setting] = run_study("synthetic", "test", setting, (0,), [variant], "smoke", out_root=_smoke_root())[0]
+        return out
+    main = experiments.result_path(profile, "main", variant, seed)
+    if main.is_file():
+        out["book (main suite)"] = experiments.load_record(main)
+    for setting in settings:
+        path = experiments.result_path(profile, "main", variant, seed, study_folder("synthetic", "test", setting))
+        if path.is_file():
+            out[setting] = experiments.load_record(path)
+    return out
+
+
+def stream_table(records: Mapping[str, Mapping[str, Any]]):
+    """Per named record: each stream's linear and kNN accuracy and its instance InfoNCE over the
+    last pretraining epoch (with ``ln(K+1)``, the loss of an encoder that learned nothing)."""
+    import math
+
+    import pandas as pd
+
+    from . import report
+
+    rows = []
+    for name, record in records.items():
+        values = dict(filter(None, (report.headline_value(m) for m in record["metrics"])))
+        log = record.get("last_epoch_log") or {}
+        row: dict[str, Any] = {"run": name}
+        for stream in ("joint", "motion", "bone"):
+            row[f"linear {stream}"] = round(values.get(f"linear {stream}", float("nan")), 1)
+        for stream in ("joint", "motion", "bone"):
+            row[f"InfoNCE {stream}"] = round(log.get(f"nce_{stream}", float("nan")), 2)
+        row["ln(K+1)"] = round(math.log(record["config"]["pretrain"]["queue_size"] + 1), 2)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("run")
+
+
 def fixture_msr_root() -> Path:
     """Prepared MSR-format fixture data (``data.msr.write_msr_corpus``, synthetic bodies in the
     Kinect v1 layout), written once per process into a temporary folder."""

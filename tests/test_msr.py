@@ -249,3 +249,17 @@ def test_comparisons_with_a_variant_not_run_yet_are_empty():
     table = report.comparison_table(values, [("a", "b"), ("a", "c")], ["knn joint"])
     assert table.loc[("a − b", "knn joint"), "seeds"] == 2
     assert table.loc[("a − c", "knn joint"), "seeds"] == 0 and table.loc[("a − c", "knn joint"), "verdict"] == "–"
+
+
+def test_stream_table_reads_accuracies_and_losses():
+    import math
+
+    from i2md_lib.studies import stream_table
+
+    record = {"metrics": [{"protocol": "linear_fast", "modality": s, "top1": 70.0 + i} for i, s in
+                          enumerate(("joint", "motion", "bone"))],
+              "last_epoch_log": {"nce_joint": 4.5, "nce_motion": 5.5, "nce_bone": 4.6},
+              "config": {"pretrain": {"queue_size": 512}}}
+    table = stream_table({"run a": record})
+    assert table.loc["run a", "linear motion"] == 71.0 and table.loc["run a", "InfoNCE motion"] == 5.5
+    assert table.loc["run a", "ln(K+1)"] == round(math.log(513), 2)
