@@ -52,6 +52,7 @@ COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "_build", "runs", "cache",
                                      "__pycache__", "*.egg-info", ".ipynb_checkpoints")
 LOCAL_MATHJAX = mathjax_folder() is not None
 MIN_TEXT_PX = 9.0            # smallest readable text, in CSS pixels, in outputs, tables and figures
+WIDTHS = (1280, 1024)        # viewport widths, in CSS pixels: a desktop window and a laptop's
 
 
 # -- building and serving --------------------------------------------------------------------------
@@ -85,7 +86,14 @@ def jupyter_book_command() -> str:
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
-    """Build the book at smoke scale from a copy of the working tree; returns a dict of facts."""
+    """Build the book at smoke scale from a copy of the working tree; returns a dict of facts.
+
+    ``$I2MD_READER_BUILD`` names the folder of an earlier run (holding ``source/``,
+    ``output/`` and ``build.log``) to check again without building: for iterating on the
+    layout (copy a changed ``_static/book.css`` into its ``output/_build/html/_static``).
+    """
+    if os.environ.get("I2MD_READER_BUILD"):
+        return earlier_build(Path(os.environ["I2MD_READER_BUILD"]))
     work = tmp_path_factory.mktemp("reader")
     source, output = work / "source", work / "output"
     copy_working_tree(ROOT, source)
@@ -104,6 +112,17 @@ def build(tmp_path_factory):
         pytest.fail(f"the build produced no HTML (exit {done.returncode}):\n{log[-6000:]}")
     return {"returncode": done.returncode, "log": log, "html": html_dir, "seconds": seconds,
             "source": source}
+
+
+def earlier_build(work: Path) -> dict:
+    """The facts of a build that an earlier run left in ``work`` (see ``build``)."""
+    html_dir = work / "output" / "_build" / "html"
+    if not (html_dir / "index.html").is_file() or not (work / "build.log").is_file():
+        pytest.fail(f"$I2MD_READER_BUILD={work}: no output/_build/html/index.html or build.log there")
+    log = (work / "build.log").read_text()
+    print(f"\nreusing the book built in {work} (no build)")
+    return {"returncode": 1 if "build succeeded" not in log else 0, "log": log, "html": html_dir,
+            "seconds": 0.0, "source": work / "source"}
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -287,8 +306,11 @@ window.addEventListener("unhandledrejection", function (e) {
 
 # Part of PROBE_BODY: how the article column holds what it shows. ``readerLayout(document)``
 # returns the column width and lists (each entry names the element and its first words):
-# ``wide`` -- an output, code cell, table, image or figure that is wider than the column and not
-# inside a horizontal scrolling box that fits, or whose content is cut off by a clipping box;
+# ``wide`` -- an output, table, picture or block of text (an exercise, say) that the reader sees
+# cut: it reaches past the column, or its content needs a sideways scroll in its box, whatever
+# its CSS says (a box that scrolls inside itself counts: a reader does not scroll sideways to
+# find a number); ``code_cut`` -- each line of code (a code cell or a literal block) longer than
+# its box shows, with ``code_columns`` the fewest characters a code box on the page shows;
 # ``small_text`` -- visible text of outputs, tables and plotly figures set below MIN_TEXT_PX;
 # ``images`` -- every picture's natural and displayed width (the test turns these into the
 # displayed size of the picture's text); ``overlaps`` -- plotly panel titles that overlap;
@@ -296,8 +318,8 @@ window.addEventListener("unhandledrejection", function (e) {
 LAYOUT_PROBE = r"""
 function readerLayout(d) {
   var article = d.querySelector("article.bd-article") || d.querySelector("main article") || d.querySelector("main");
-  var out = {column: 0, page_scrolls_sideways: false, wide: [], small_text: [], images: [], overlaps: [],
-             legend_scrolls: []};
+  var out = {column: 0, page_scrolls_sideways: false, wide: [], code_cut: [], code_columns: 0, small_text: [],
+             images: [], overlaps: [], legend_scrolls: []};
   if (!article) { return out; }
   var acs = getComputedStyle(article), abox = article.getBoundingClientRect();
   var left = abox.left + parseFloat(acs.paddingLeft), right = abox.right - parseFloat(acs.paddingRight);
@@ -312,30 +334,56 @@ function readerLayout(d) {
     var cls = typeof el.className === "string" && el.className ? "." + el.className.trim().split(/\s+/).join(".") : "";
     return el.tagName.toLowerCase() + cls + " \u2014 " + words(el);
   }
-  function scrolls(el) { return /auto|scroll/.test(getComputedStyle(el).overflowX); }
-  function clips(el) { return /hidden|clip/.test(getComputedStyle(el).overflowX); }
-  function beyond(el, reach) {        // content of a child of el reaches x = reach: who holds it?
-    for (var e = el; e && e !== article; e = e.parentElement) {
-      var box = e.getBoundingClientRect();
-      if (scrolls(e)) { return box.right > right + 1 ? "its scrolling box is wider than the column" : null; }
-      if (clips(e) && reach > box.right + 1) { return "cut off by " + e.tagName.toLowerCase() + "." + e.className; }
-    }
-    return reach > right + 1 ? "wider than the column by " + Math.round(reach - right) + " px" : null;
+  function clipsOrScrolls(el) { return !/visible/.test(getComputedStyle(el).overflowX); }
+  function isCode(el) {                 // source code: a code cell's input or a literal block in the text
+    return !el.closest(".cell_output") && (el.matches(".cell_input, div.highlight, pre") ||
+                                           !!el.closest("div.highlight, .cell_input"));
   }
+  function seen_right(el) {             // how far right the reader sees el's content: clipping boxes cut it
+    var edge = right;
+    for (var e = el; e && e !== article; e = e.parentElement) {
+      if (clipsOrScrolls(e)) { edge = Math.min(edge, e.getBoundingClientRect().right); }
+    }
+    return edge;
+  }
+  // Outputs, tables, pictures and blocks of text: a box whose content needs a sideways scroll,
+  // or that reaches past the column, is cut, whatever its CSS says (a scrolling box counts).
   var wide = [];
-  article.querySelectorAll(".cell_input, .cell_output, .output, pre, table, img, .plotly-graph-div")
+  article.querySelectorAll(".cell_output, .output, pre, table, img, .plotly-graph-div, .admonition, " +
+                           "p, li, dl, blockquote")
     .forEach(function (el) {
+      if (isCode(el)) { return; }
       var box = el.getBoundingClientRect();
       if (!box.width || !box.height) { return; }
-      var problem = null;
-      if (scrolls(el)) { problem = box.right > right + 1 ? "a scrolling box wider than the column" : null; }
-      else if (clips(el) && el.scrollWidth > el.clientWidth + 1) { problem = "content cut off"; }
-      else { problem = beyond(el, Math.max(box.right, box.left + el.scrollWidth)); }
+      var problem = null, hidden = el.scrollWidth - el.clientWidth;
+      if (box.right > right + 1) { problem = "wider than the column by " + Math.round(box.right - right) + " px"; }
+      else if (clipsOrScrolls(el) && hidden > 1) {
+        problem = "needs a sideways scroll (" + Math.round(hidden) + " px hidden)"; }
+      else if (box.left + el.scrollWidth > seen_right(el) + 1) {
+        problem = "reaches " + Math.round(box.left + el.scrollWidth - seen_right(el)) + " px past what is seen"; }
       if (problem) { wide.push([el, problem]); }
     });
   out.wide = wide.filter(function (w) {       // name the innermost element, not each of its boxes
     return !wide.some(function (v) { return v[0] !== w[0] && w[0].contains(v[0]); });
   }).map(function (w) { return w[1] + ": " + name(w[0]); });
+  // Code: each line longer than what its box shows without a sideways scroll.
+  article.querySelectorAll("pre").forEach(function (pre) {
+    if (!isCode(pre)) { return; }
+    var box = pre.getBoundingClientRect();
+    if (!box.width || !box.height) { return; }
+    var cs = getComputedStyle(pre), probe = d.createElement("span");
+    probe.textContent = "0000000000";
+    pre.appendChild(probe);
+    var ch = probe.getBoundingClientRect().width / 10;
+    pre.removeChild(probe);
+    var shown = Math.min(seen_right(pre), box.right) - box.left - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight)
+                - parseFloat(cs.borderLeftWidth);
+    var fits = Math.floor((shown + 0.5) / ch);
+    out.code_columns = out.code_columns ? Math.min(out.code_columns, fits) : fits;
+    pre.textContent.replace(/\n$/, "").split("\n").forEach(function (line) {
+      if (line.length > fits) { out.code_cut.push({line: line.trim().slice(0, 60), chars: line.length, fits: fits}); }
+    });
+  });
   var walker = d.createTreeWalker(article, NodeFilter.SHOW_TEXT);
   var small = {};
   for (var node = walker.nextNode(); node; node = walker.nextNode()) {
@@ -418,25 +466,30 @@ PROBE_SUFFIX = ".reader-probe.html"
 HARNESS = "reader-harness.html"
 
 
-def write_probes(html_dir: Path, pages: list[str]) -> str:
-    """Probe copies of ``pages`` and a harness page that frames them all; returns the harness name."""
+def write_probes(html_dir: Path, pages: list[str], width: int) -> str:
+    """Probe copies of ``pages`` and a harness page that frames them all, each frame ``width``
+    CSS pixels wide (the page's viewport); returns the harness name."""
     frames = []
     for i, page in enumerate(pages):
         text = (html_dir / f"{page}.html").read_text()
         text = text.replace("<head>", "<head>" + PROBE_HEAD, 1).replace("</body>", PROBE_BODY + "</body>", 1)
         (html_dir / f"{page}{PROBE_SUFFIX}").write_text(text)
         frames.append(f'<pre id="result-{i}"></pre>'
-                      f'<iframe name="result-{i}" src="{page}{PROBE_SUFFIX}" width="1200" height="900"></iframe>')
+                      f'<iframe name="result-{i}" src="{page}{PROBE_SUFFIX}" width="{width}" height="900" '
+                      f'style="border: 0"></iframe>')
     (html_dir / HARNESS).write_text(
-        "<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>" + "\n".join(frames) + "</body></html>")
+        "<!DOCTYPE html><html><head><meta charset='utf-8'></head><body style='margin: 0'>"
+        + "\n".join(frames) + "</body></html>")
     return HARNESS
 
 
-def probe_pages(html_dir: Path, pages: list[str], url: str, profile: Path) -> dict[str, dict | None]:
-    """Open probe copies of ``pages`` (served from ``html_dir`` at ``url``) in one Chromium run;
-    page -> what its probe reported (None if it never reported)."""
-    harness = write_probes(html_dir, pages)
-    done = chromium(["--virtual-time-budget=60000", "--window-size=1280,1000", "--dump-dom",
+def probe_pages(html_dir: Path, pages: list[str], url: str, profile: Path,
+                width: int = 1280) -> dict[str, dict | None]:
+    """Open probe copies of ``pages`` (served from ``html_dir`` at ``url``) in one Chromium run,
+    each in a viewport ``width`` CSS pixels wide; page -> what its probe reported (None if it
+    never reported)."""
+    harness = write_probes(html_dir, pages, width)
+    done = chromium(["--virtual-time-budget=60000", f"--window-size={width + 40},1000", "--dump-dom",
                      f"{url}/{harness}"], profile)
     results = {}
     for i, page in enumerate(pages):
@@ -449,7 +502,7 @@ def probe_pages(html_dir: Path, pages: list[str], url: str, profile: Path) -> di
 
 @pytest.fixture(scope="module")
 def seen_by_reader(build, server, tmp_path_factory) -> dict[str, dict]:
-    """What every page of the book shows in Chromium after its scripts ran: page -> facts."""
+    """What every page of the book shows in Chromium at 1280 px after its scripts ran: page -> facts."""
     pages = toc_pages(build["source"])
     start = time.perf_counter()
     results = probe_pages(build["html"], pages, server, tmp_path_factory.mktemp("chromium-profile"))
@@ -460,6 +513,23 @@ def seen_by_reader(build, server, tmp_path_factory) -> dict[str, dict]:
                   f"{seen['images']} images, {seen['tables']} tables, "
                   f"{seen['math_rendered']}/{seen['math']} formulas typeset, {seen['solutions']} solutions")
     return results
+
+
+@pytest.fixture(scope="module")
+def layouts(seen_by_reader, build, server, tmp_path_factory) -> dict[int, dict[str, dict]]:
+    """The layout of every page at each of WIDTHS: width -> page -> ``readerLayout`` facts."""
+    by_width = {WIDTHS[0]: {p: s["layout"] for p, s in seen_by_reader.items() if s}}
+    for width in WIDTHS[1:]:
+        seen = probe_pages(build["html"], toc_pages(build["source"]), server,
+                           tmp_path_factory.mktemp("chromium-profile"), width)
+        by_width[width] = {p: s["layout"] for p, s in seen.items() if s}
+    for width, pages in by_width.items():
+        print(f"\nat {width} px:")
+        for page, layout in pages.items():
+            print(f"  {page}: column {layout['column']} px, code boxes show {layout['code_columns']} "
+                  f"characters; {len(layout['wide'])} cut outputs/tables/blocks, "
+                  f"{len(layout['code_cut'])} cut code lines")
+    return by_width
 
 
 def test_every_page_runs_its_scripts_offline(seen_by_reader):
@@ -518,19 +588,50 @@ def test_solutions_are_collapsed(seen_by_reader, build):
 
 
 # -- pages that fit: the column, readable text, readable figures ----------------------------------
-def test_outputs_tables_and_figures_fit_the_column(seen_by_reader):
-    """Nothing is wider than the article column unless it scrolls inside its own box."""
+# Lines of code left longer than a code box shows at 1024 px, on purpose (a reader scrolls
+# them): page -> the first words of each line. At most MAX_CODE_EXCEPTIONS per page.
+CODE_EXCEPTIONS: dict[str, list[str]] = {}
+MAX_CODE_EXCEPTIONS = 5
+
+
+def test_outputs_tables_and_blocks_fit_the_column_at_every_width(layouts):
+    """No output, table, picture or block of text needs a sideways scroll, at any of WIDTHS."""
     problems = {}
-    for page, seen in seen_by_reader.items():
-        if not seen:
-            continue   # reported by test_every_page_runs_its_scripts_offline
-        layout = seen["layout"]
-        issues = list(layout["wide"])
-        if layout["page_scrolls_sideways"]:
-            issues.append("the page itself scrolls sideways")
-        if issues:
-            problems[page] = issues[:15]
-    assert not problems, "too wide for the column:\n" + json.dumps(problems, indent=1)
+    for width, pages in layouts.items():
+        for page, layout in pages.items():
+            issues = list(layout["wide"])
+            if layout["page_scrolls_sideways"]:
+                issues.append("the page itself scrolls sideways")
+            if issues:
+                problems[f"{page} at {width} px"] = issues[:15]
+    count = sum(len(v) for v in problems.values())
+    assert not problems, f"{count} cut outputs, tables or blocks:\n" + json.dumps(problems, indent=1)
+
+
+def test_code_lines_fit_their_box_at_every_width(layouts):
+    """Every line of code shows whole, at any of WIDTHS, but the listed CODE_EXCEPTIONS."""
+    problems = {}
+    for width, pages in layouts.items():
+        for page, layout in pages.items():
+            allowed = CODE_EXCEPTIONS.get(page, [])
+            cut = [f"{c['chars']} > {c['fits']} characters: {c['line']}" for c in layout["code_cut"]
+                   if not any(c["line"].startswith(a) for a in allowed)]
+            if cut:
+                problems[f"{page} at {width} px"] = cut[:20]
+    count = sum(len(v) for v in problems.values())
+    assert not problems, f"{count} cut code lines:\n" + json.dumps(problems, indent=1)
+
+
+def test_code_exceptions_are_few_and_real():
+    """CODE_EXCEPTIONS stay a handful per page, and each names a line its chapter has."""
+    stale = []
+    for page, lines in CODE_EXCEPTIONS.items():
+        assert len(lines) <= MAX_CODE_EXCEPTIONS, f"{page}: {len(lines)} code exceptions"
+        path = ROOT / f"{page}.ipynb"
+        code = [line.strip() for cell in json.loads(path.read_text())["cells"]
+                for line in "".join(cell["source"]).splitlines()] if path.is_file() else []
+        stale += [f"{page}: {a}" for a in lines if not any(c.startswith(a) for c in code)]
+    assert not stale, "code exceptions that name no line of their chapter:\n" + "\n".join(stale)
 
 
 def test_text_in_outputs_tables_and_plotly_figures_is_readable(seen_by_reader):
@@ -601,13 +702,21 @@ PROBE_SELF_TEST_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><titl
 <div class="cell_output"><pre style="overflow: visible">%s</pre></div>
 <div class="cell_output"><div class="output" style="overflow: hidden"><table style="width: 800px">
 <tr><td>a wide table cut off by its box</td></tr></table></div></div>
+<div class="cell_output"><pre style="white-space: pre-wrap">%s</pre></div>
 <div class="cell_output"><p style="font-size: 7px">tiny print</p><p>normal print</p></div>
 <div class="cell_output"><img style="width: 100%%" src="data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7" alt=""></div>
-</article></main></body></html>""" % ("a long output line " * 12)
+<div class="admonition"><p>an exercise with <code>a_long_name_that_cannot_break_anywhere_at_all_in_its_line_x</code></p></div>
+<div class="cell_input"><div class="highlight" style="overflow-x: auto"><pre style="font: 10px monospace; margin: 0; padding: 0">short = 1
+%s
+also_short = 2
+</pre></div></div>
+</article></main></body></html>""" % ("a long output line " * 12, "a wrapped output line " * 12, "x" * 90 + " = 1")
 
 
 def test_the_layout_probe_reports_what_does_not_fit(tmp_path):
-    """The probe flags the too-wide and the cut-off block and the tiny print, not the scrolling table."""
+    """The probe flags what a reader sees cut: the too-wide output, the cut-off table, the table
+    that scrolls in its own box, the exercise with an unbreakable word, the one long code line
+    (not the wrapped output), and the tiny print."""
     (tmp_path / "page.html").write_text(PROBE_SELF_TEST_PAGE)
     url, stop = serve(tmp_path)
     try:
@@ -617,10 +726,12 @@ def test_the_layout_probe_reports_what_does_not_fit(tmp_path):
     layout = seen["layout"]
     assert layout["column"] == 400
     wide = "\n".join(layout["wide"])
-    assert "wider than the column" in wide and "a long output line" in wide, wide
-    assert "cut off" in wide and "a wide table cut off" in wide, wide
-    assert "in its own scrolling box" not in wide, wide
-    assert len(layout["wide"]) == 2, wide
+    for cut in ("a long output line", "a wide table cut off", "in its own scrolling box", "an exercise with"):
+        assert cut in wide, wide
+    assert "a wrapped output line" not in wide, wide
+    assert len(layout["wide"]) == 4, wide
+    assert [(c["line"], c["chars"]) for c in layout["code_cut"]] == [("x" * 60, 94)], layout["code_cut"]
+    assert 60 <= layout["code_columns"] <= 70, layout["code_columns"]   # 400 px of 10 px monospace
     assert [t.split(":")[0] for t in layout["small_text"]] == ["7.0 px"], layout["small_text"]
     assert [(i["natural"], round(i["shown"])) for i in layout["images"]] == [(1, 400)]
 
