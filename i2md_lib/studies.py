@@ -199,6 +199,18 @@ def stream_table(records: Mapping[str, Mapping[str, Any]]):
     return pd.DataFrame(rows).set_index("run")
 
 
+def study_embeddings(testbed: str, part: str, setting: str, variants: Sequence[str],
+                     profile: str | None = None) -> dict[str, dict[str, Any]]:
+    """``{variant: t-SNE picture}`` of seed 0's runs of one study (``experiments.tsne_embedding``
+    of the part's evaluation clips); at ``smoke`` from the live runs of :func:`study_records`."""
+    from . import experiments
+
+    profile = active_profile(profile)
+    study_records(testbed, part, setting, variants, profile)          # at smoke: runs them (once)
+    root = (_smoke_root() / part / setting) if profile == "smoke" else study_folder(testbed, part, setting)
+    return {v: experiments.load_embedding(profile, "main", v, root) for v in variants}
+
+
 def fixture_msr_root() -> Path:
     """Prepared MSR-format fixture data (``data.msr.write_msr_corpus``, synthetic bodies in the
     Kinect v1 layout), written once per process into a temporary folder."""

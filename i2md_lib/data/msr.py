@@ -45,6 +45,12 @@ from .preprocess import select_bodies
 from .store import PARTS
 
 NUM_ACTIONS = 20
+#: The actions of MSR Action3D in label order (action ``a01`` is label 0), as the dataset's authors list them.
+ACTION_NAMES: tuple[str, ...] = (
+    "high arm wave", "horizontal arm wave", "hammer", "hand catch", "forward punch", "high throw",
+    "draw x", "draw tick", "draw circle", "hand clap", "two hand wave", "side boxing", "bend",
+    "forward kick", "side kick", "jogging", "tennis swing", "tennis serve", "golf swing", "pick up and throw",
+)
 NUM_SUBJECTS = 10
 #: Stored ``T``: the longest clip of the release has 196 frames.
 MAX_FRAMES = 200
