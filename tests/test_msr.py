@@ -15,6 +15,7 @@ from i2md_lib.config import ConfigError, ExperimentConfig
 from i2md_lib.data import msr
 from i2md_lib.data.datasets import load_arrays
 from i2md_lib.data.modalities import to_bone
+from i2md_lib.data.ntu_format import SkeletonFormatError
 from i2md_lib.data.store import DataFormatError, load_split
 
 K = skeleton.KINECT_V1_20
@@ -87,13 +88,13 @@ def test_malformed_file_is_one_line_naming_file_and_line(tmp_path, damage, line,
     bad = raw / "a02_s03_e01_skeleton3D.txt"
     bad.write_text("\n".join(lines) + "\n")
     (raw / "a01_s01_e01_skeleton3D.txt").write_text("\n".join(frame_lines(np.random.default_rng(2), 2)) + "\n")
-    with pytest.raises(msr.MsrFormatError, match=problem) as err:
+    with pytest.raises(SkeletonFormatError, match=problem) as err:
         msr.read_msr_skeleton(bad)
-    assert str(err.value).startswith(f"{bad}:{line}: ")
+    assert str(err.value).startswith(f"{bad}, line {line}: ")
     out = tmp_path / "out"
     assert main(["prepare-msr", str(raw), str(out)]) == 2
     message = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "it/s]" not in ln]  # no bars
-    assert len(message) == 1 and message[0].startswith(f"error: {bad}:{line}: ")
+    assert len(message) == 1 and message[0].startswith(f"error: {bad}, line {line}: ")
     assert not out.exists()                  # nothing half-written
 
 

@@ -23,7 +23,7 @@ What real files hold, and what happens to it:
   report with its reason, never padded into the data; a clip longer than ``max_frames`` is cut, with
   a note;
 * a malformed file -- a line that is not four numbers, a value that is not finite, joint lines that
-  do not fill whole frames -- stops the conversion with :class:`MsrFormatError`, one line that names
+  do not fill whole frames -- stops the conversion with :class:`SkeletonFormatError`, one line that names
   the file and the line: the release is a fixed set of files, so a malformed one is a damaged copy.
 
 ``out_dir`` changes as a whole or not at all (:mod:`.output_folder`).
@@ -40,6 +40,7 @@ import numpy as np
 
 from ..skeleton import KINECT_V1_20
 from .ntu import CmdSplitWriter, NothingToWriteError, PrepareReport, _progress, _save_report
+from .ntu_format import SkeletonFormatError
 from .output_folder import staged_folder
 from .preprocess import select_bodies
 from .store import PARTS
@@ -61,14 +62,6 @@ BENCHMARKS = ("xsub", "xsub_val")
 FIELDS = 4
 
 _NAME = re.compile(r"a(\d{2})_s(\d{2})_e(\d{2})_skeleton3D\.txt")
-
-
-class MsrFormatError(ValueError):
-    """A malformed MSR skeleton file; the message is ``<file>:<line>: <problem>``."""
-
-    def __init__(self, path: str | Path, line: int, problem: str) -> None:
-        super().__init__(f"{path}:{line}: {problem}")
-        self.path, self.line, self.problem = str(path), line, problem
 
 
 @dataclass(frozen=True)
@@ -103,7 +96,7 @@ def parse_msr_name(file_name: str) -> MsrName:
 def read_msr_skeleton(path: str | Path, joints: int = KINECT_V1_20.num_joints) -> np.ndarray:
     """The frames of one skeleton file: ``(T, joints, 4)`` float64 (x, y, z, confidence).
 
-    Blank lines are skipped. Raises :class:`MsrFormatError` naming the file and line for a line
+    Blank lines are skipped. Raises :class:`SkeletonFormatError` naming the file and line for a line
     that is not four numbers, a value that is not finite, or joint lines that do not make whole
     frames of ``joints``.
     """
@@ -116,17 +109,17 @@ def read_msr_skeleton(path: str | Path, joints: int = KINECT_V1_20.num_joints) -
                 continue
             last = number
             if len(fields) != FIELDS:
-                raise MsrFormatError(path, number, f"expected {FIELDS} numbers (x y z confidence), "
+                raise SkeletonFormatError(path, number, f"expected {FIELDS} numbers (x y z confidence), "
                                                    f"got {len(fields)} field(s)")
             try:
                 values = [float(v) for v in fields]
             except ValueError:
-                raise MsrFormatError(path, number, f"not a number in {line.strip()[:60]!r}") from None
+                raise SkeletonFormatError(path, number, f"not a number in {line.strip()[:60]!r}") from None
             if not all(math.isfinite(v) for v in values):
-                raise MsrFormatError(path, number, f"non-finite value in {line.strip()[:60]!r}")
+                raise SkeletonFormatError(path, number, f"non-finite value in {line.strip()[:60]!r}")
             rows.append(values)
     if len(rows) % joints:
-        raise MsrFormatError(path, last, f"{len(rows)} joint lines do not make whole frames of {joints} "
+        raise SkeletonFormatError(path, last, f"{len(rows)} joint lines do not make whole frames of {joints} "
                                          f"joints ({len(rows) % joints} left over)")
     return np.asarray(rows, dtype=np.float64).reshape(-1, joints, FIELDS)
 
@@ -159,7 +152,7 @@ def prepare_msr(raw_dir: str | Path, out_dir: str | Path, benchmarks: Iterable[s
         FileNotFoundError: ``raw_dir`` is not a folder.
         NothingToWriteError: no skeleton file in ``raw_dir`` (a ``ValueError``).
         ValueError: an unknown benchmark.
-        MsrFormatError: a malformed file (names the file and line); ``out_dir`` is left as it was.
+        SkeletonFormatError: a malformed file (names the file and line); ``out_dir`` is left as it was.
     """
     benchmarks = tuple(benchmarks)
     unknown = [b for b in benchmarks if b not in BENCHMARKS]
