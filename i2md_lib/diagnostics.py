@@ -15,6 +15,7 @@ Labels are only ever used here, for diagnostics: no loss sees them.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Mapping
 
 import numpy as np
@@ -219,15 +220,21 @@ def infonce_gains(nce: Mapping[str, float], queue_size: int) -> dict[str, float]
     return {stream: chance - float(value) for stream, value in nce.items() if value == value}
 
 
+def gain_shares(gains: Mapping[tuple[Any, str], float]) -> dict[tuple[Any, str], float]:
+    """``gains[(run, stream)]`` of one method's runs -> each gain as a share of the median gain of
+    that stream over the runs (NaN where the median is not positive)."""
+    by_stream: dict[str, list[float]] = {}
+    for (_, stream), gain in gains.items():
+        by_stream.setdefault(stream, []).append(gain)
+    medians = {s: float(np.median(v)) for s, v in by_stream.items()}
+    return {key: gain / medians[key[1]] if medians[key[1]] > 0 else float("nan") for key, gain in gains.items()}
+
+
 def failed_streams(gains: Mapping[tuple[Any, str], float], share: float = FAILED_STREAM_SHARE
                    ) -> dict[tuple[Any, str], float]:
     """The failed-stream detector: ``gains[(run, stream)]`` of one method's runs ->
     ``{(run, stream): share}`` for the streams whose gain is under ``share`` of the median gain of
-    that stream over the runs. Needs no labels; with fewer than 3 runs of a stream the median says
-    too little, and nothing is returned for it."""
-    by_stream: dict[str, list[float]] = {}
-    for (_, stream), gain in gains.items():
-        by_stream.setdefault(stream, []).append(gain)
-    medians = {s: float(np.median(v)) for s, v in by_stream.items() if len(v) >= 3}
-    return {key: gain / medians[key[1]] for key, gain in gains.items()
-            if key[1] in medians and medians[key[1]] > 0 and gain < share * medians[key[1]]}
+    that stream over the runs (:func:`gain_shares`). Needs no labels; with fewer than 3 runs of a
+    stream the median says too little, and nothing is returned for it."""
+    runs = Counter(stream for _, stream in gains)
+    return {key: ratio for key, ratio in gain_shares(gains).items() if runs[key[1]] >= 3 and ratio < share}

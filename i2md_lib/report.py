@@ -485,10 +485,9 @@ def stream_checks(records: Sequence[Mapping[str, Any]]):
     (variant, seed) with each stream's InfoNCE gain over the last epoch as a share of the median
     gain of that stream among the variant's runs, and the streams that failed (a pandas DataFrame;
     runs without a last-epoch log, such as random init, are left out)."""
-    import numpy as np
     import pandas as pd
 
-    from .diagnostics import failed_streams, infonce_gains
+    from .diagnostics import failed_streams, gain_shares, infonce_gains
 
     gains: dict[str, dict[tuple[int, str], float]] = {}
     for r in records:
@@ -498,12 +497,11 @@ def stream_checks(records: Sequence[Mapping[str, Any]]):
             gains.setdefault(r["variant"], {})[(r["seed"], stream)] = gain
     rows = []
     for variant, runs in gains.items():
-        failed = failed_streams(runs)
-        medians = {s: float(np.median([g for (_, s2), g in runs.items() if s2 == s])) for _, s in runs}
+        failed, shares = failed_streams(runs), gain_shares(runs)
         for seed in sorted({seed for seed, _ in runs}):
             streams = [s for (sd, s) in runs if sd == seed]
             rows.append({"variant": variant, "seed": seed,
-                         **{f"share {s}": runs[(seed, s)] / medians[s] for s in streams},
+                         **{f"share {s}": shares[(seed, s)] for s in streams},
                          "failed": " ".join(s for s in streams if (seed, s) in failed)})
     frame = pd.DataFrame(rows)
     return frame.set_index(["variant", "seed"]) if rows else frame
