@@ -424,6 +424,54 @@ def claim_verdicts_by_seeds(records: Sequence[Mapping[str, Any]], counts: Sequen
                                                       alpha)["verdict"] for n in counts})
 
 
+def _direction(row: Mapping[str, Any]) -> str:
+    """One claim's row of :func:`claim_verdicts` as a direction: supported, contradicted, mixed,
+    undecided, or ``not run`` (no paired test)."""
+    if not row["tests"]:
+        return "not run"
+    up, down = row["decided above 0"], row["decided below 0"]
+    if up and down:
+        return "mixed"
+    return "supported" if up else "contradicted" if down else "undecided"
+
+
+#: How a claim's verdict on a second testbed stands to its verdict on the first.
+AGREEMENT: dict[tuple[str, str], str] = {
+    ("supported", "supported"): "holds", ("contradicted", "contradicted"): "holds",
+    ("supported", "contradicted"): "reversed", ("contradicted", "supported"): "reversed",
+    ("supported", "undecided"): "undecided on the second", ("contradicted", "undecided"): "undecided on the second",
+    ("undecided", "supported"): "decided only on the second", ("undecided", "contradicted"): "decided only on the second",
+    ("undecided", "undecided"): "undecided on both",
+}
+
+
+def claims_side_by_side(first, second, first_metrics: Sequence[str] = HEADLINE_METRICS,
+                        second_metrics: Sequence[str] = HEADLINE_METRICS, names: tuple[str, str] = ("first", "second"),
+                        claims=CLAIMS, alpha: float = CLAIM_ALPHA):
+    """Each claim's :func:`claim_verdicts` on two testbeds (``first``, ``second``: their
+    :func:`headline_values`, each with its own metrics) and how the second stands to the first:
+    ``holds`` (decided the same way on both), ``reversed`` (decided opposite ways), ``undecided on
+    the second``, ``decided only on the second``, ``undecided on both``, ``mixed`` (decided both ways
+    on one testbed) or ``not run`` (a comparison missing on one). The agreement column names the
+    second testbed (``names``)."""
+    import pandas as pd
+
+    a = claim_verdicts(first, first_metrics, claims, alpha)
+    b = claim_verdicts(second, second_metrics, claims, alpha)
+    rows = []
+    for claim, _ in claims:
+        da, db = _direction(a.loc[claim]), _direction(b.loc[claim])
+        if "not run" in (da, db):
+            mark = "not run"
+        elif "mixed" in (da, db):
+            mark = "mixed"
+        else:
+            mark = AGREEMENT[(da, db)].replace("the second", names[1])
+        rows.append({"claim": claim, names[0]: a.loc[claim, "verdict"], names[1]: b.loc[claim, "verdict"],
+                     f"on {names[1]}": mark})
+    return pd.DataFrame(rows).set_index("claim")
+
+
 # -- DNA at the end of training -----------------------------------------------------------------
 def dna_end_of_training(records: Sequence[Mapping[str, Any]]):
     """Per variant (mean over seeds and modalities of the last epoch's log): DNA's neighbours

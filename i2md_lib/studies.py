@@ -51,8 +51,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "reference": {"pretrain.lr": 0.01, "pretrain.momentum": 0.999},
     "lr0.01": {"pretrain.lr": 0.01},
     "m0.999": {"pretrain.momentum": 0.999},
-    "long4x": {"pretrain.epochs": 800, "pretrain.lr_milestones": (640,)},
+    "long4x": {},
 }
+#: The settings that change the training length: their factor on the profile's epochs and learning-
+#: rate milestones (``long4x`` at the book profile: 800 epochs, milestone 640; at smoke: 8 and 4).
+LENGTH_FACTORS: dict[str, int] = {"long4x": 4}
 #: The benchmark of each part.
 PARTS: dict[str, str] = {"val": "xsub_val", "test": "xsub"}
 #: ``{testbed: (overrides on the profile, results folder under results/)}``; ``synthetic`` is the
@@ -66,6 +69,22 @@ def study_folder(testbed: str, part: str, setting: str, root: Path | None = None
     return Path(root or results_root()) / TESTBEDS[testbed][1] / part / setting
 
 
+def setting_overrides(setting: str, profile: str | None = None, base: Mapping[str, Any] | None = None
+                      ) -> dict[str, Any]:
+    """The config overrides of one setting at ``profile`` on top of ``base`` (a testbed's overrides):
+    :data:`SETTINGS`, and for a setting of :data:`LENGTH_FACTORS` the profile's epochs and
+    milestones times its factor."""
+    from .config import ExperimentConfig
+
+    overrides = dict(SETTINGS[setting])
+    factor = LENGTH_FACTORS.get(setting)
+    if factor:
+        pretrain = ExperimentConfig.for_profile(profile, dict(base or {})).pretrain
+        overrides["pretrain.epochs"] = pretrain.epochs * factor
+        overrides["pretrain.lr_milestones"] = tuple(m * factor for m in pretrain.lr_milestones)
+    return overrides
+
+
 def run_study(testbed: str, part: str, setting: str, seeds: Iterable[int], variants: Sequence[str] | None = None,
               profile: str | None = None, out_root: Path | None = None, runs: Path | None = None,
               extra: Mapping[str, Any] | None = None, jobs: int = 1, command: str | None = None
@@ -77,7 +96,7 @@ def run_study(testbed: str, part: str, setting: str, seeds: Iterable[int], varia
     base, folder = TESTBEDS[testbed]
     out = Path(out_root) / part / setting if out_root else study_folder(testbed, part, setting)
     runs = Path(runs or runs_root() / folder.replace("book/", "")) / part / setting
-    overrides = {**SETTINGS[setting], "data.benchmark": PARTS[part], **dict(extra or {})}
+    overrides = {**setting_overrides(setting, profile, base), "data.benchmark": PARTS[part], **dict(extra or {})}
     return experiments.run_suite("main", profile, seeds, variants, out_root=out, runs_root=runs, jobs=jobs,
                                  base=base, overrides=overrides, command=command)
 

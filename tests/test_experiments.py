@@ -488,3 +488,28 @@ def test_search_differences_pair_each_candidate_with_the_reference_by_hand():
     assert table.loc["short", "high"] == pytest.approx(-18.0 + 12.706204736 * 2.0, abs=1e-6)
     with pytest.raises(ValueError, match="no runs of the reference 'z2.0'"):
         report.search_differences(records, "z2.0")
+
+
+def test_claims_side_by_side_marks_each_claim_by_hand():
+    """Two constructed testbeds: a claim that holds, one reversed, one decided only on the second,
+    one undecided there, and one whose comparison the second did not run."""
+    def record(variant, seed, value, metric="semi"):
+        row = ({"protocol": "semi", "fraction": 0.01 if metric == "semi" else 0.1, "top1_mean": value})
+        return {"variant": variant, "label": variant, "seed": seed, "metrics": [row]}
+    noise = [0.0, 0.3, -0.2]
+    first = [record("b", s, 50.0) for s in range(3)] + [record("a", s, 55.0 + noise[s]) for s in range(3)] \
+        + [record("c", s, 45.0 + noise[s]) for s in range(3)] + [record("d", s, 50.0 + 3 * noise[s]) for s in range(3)] \
+        + [record("e", s, 60.0 + noise[s]) for s in range(3)] + [record("f", s, 40.0 + noise[s]) for s in range(3)]
+    spread = [4.0, -5.0, 1.0]
+    second = [record("b", s, 50.0, "semi10") for s in range(3)] \
+        + [record("a", s, 55.0 + noise[s], "semi10") for s in range(3)] \
+        + [record("c", s, 55.0 + noise[s], "semi10") for s in range(3)] \
+        + [record("d", s, 45.0 + noise[s], "semi10") for s in range(3)] \
+        + [record("e", s, 50.0 + spread[s], "semi10") for s in range(3)]
+    claims = (("a", (("a", "b"),)), ("c", (("c", "b"),)), ("d", (("d", "b"),)), ("e", (("e", "b"),)),
+              ("f", (("f", "b"),)))
+    table = report.claims_side_by_side(report.headline_values(first), report.headline_values(second),
+                                       ["semi 1%"], ["semi 10%"], ("synthetic", "MSR"), claims)
+    assert table["on MSR"].tolist() == ["holds", "reversed", "decided only on MSR", "undecided on MSR", "not run"]
+    assert table.loc["c", "synthetic"] == "contradicted on 1 of 1" and table.loc["c", "MSR"] == "supported on 1 of 1"
+    assert table.loc["f", "MSR"] == "–"

@@ -264,3 +264,12 @@ def test_stream_table_reads_accuracies_and_losses():
     table = stream_table({"run a": record})
     assert table.loc["run a", "linear motion"] == 71.0 and table.loc["run a", "InfoNCE motion"] == 5.5
     assert table.loc["run a", "ln(K+1)"] == round(math.log(513), 2)
+
+
+def test_the_longer_setting_scales_the_profiles_schedule():
+    from i2md_lib.studies import MSR_BOOK, setting_overrides
+
+    book = setting_overrides("long4x", "book", MSR_BOOK)
+    assert book == {"pretrain.epochs": 800, "pretrain.lr_milestones": (640,)}
+    assert setting_overrides("long4x", "smoke") == {"pretrain.epochs": 8, "pretrain.lr_milestones": (4,)}
+    assert setting_overrides("reference", "smoke") == {"pretrain.lr": 0.01, "pretrain.momentum": 0.999}
