@@ -102,10 +102,10 @@ def run_study(testbed: str, part: str, setting: str, seeds: Iterable[int], varia
 
 
 def study_records(testbed: str, part: str, setting: str, variants: Sequence[str] | None = None,
-                  profile: str | None = None) -> list[dict[str, Any]]:
+                  profile: str | None = None, seeds: Iterable[int] | None = None) -> list[dict[str, Any]]:
     """The result files of one study at ``profile``: at ``book`` and ``full`` the committed ones
-    (whatever seeds exist, paired by seed: a seed missing for one variant is dropped for all); at
-    ``smoke`` the study is run live, seed 0, on MSR-format fixture files for ``msr``."""
+    (those of ``seeds``, default all, paired by seed: a seed missing for one variant is dropped for
+    all); at ``smoke`` the study is run live, seed 0, on MSR-format fixture files for ``msr``."""
     from . import experiments
 
     profile = active_profile(profile)
@@ -114,6 +114,9 @@ def study_records(testbed: str, part: str, setting: str, variants: Sequence[str]
         return run_study(testbed, part, setting, (0,), variants, "smoke", out_root=_smoke_root(), extra=extra)
     folder = study_folder(testbed, part, setting) / profile / "main"
     records = experiments.load_records(folder) if folder.is_dir() else []
+    if seeds is not None:
+        wanted = set(seeds)
+        records = [r for r in records if r["seed"] in wanted]
     if variants is not None:
         records = [r for r in records if r["variant"] in variants]
     names = {r["variant"] for r in records}
@@ -121,6 +124,11 @@ def study_records(testbed: str, part: str, setting: str, variants: Sequence[str]
                 if {r["variant"] for r in records if r["seed"] == s} == names}
     return [r for r in records if r["seed"] in complete]
 
+
+#: The seeds of the MSR ladder (``part="test"``) that the real-recordings chapter shows and its prose
+#: describes; result files of later seeds are committed as they finish and shown once the prose is
+#: rewritten for them (the main suite's ``experiments.SUITE_SEEDS`` works the same way).
+LADDER_SEEDS: range = range(7)
 
 #: The headline metrics of each testbed: MSR's semi-supervised column uses 10 % of the labels
 #: (1 % would be 3 clips for 20 classes).

@@ -273,3 +273,21 @@ def test_the_longer_setting_scales_the_profiles_schedule():
     assert book == {"pretrain.epochs": 800, "pretrain.lr_milestones": (640,)}
     assert setting_overrides("long4x", "smoke") == {"pretrain.epochs": 8, "pretrain.lr_milestones": (4,)}
     assert setting_overrides("reference", "smoke") == {"pretrain.lr": 0.01, "pretrain.momentum": 0.999}
+
+
+def test_study_records_pair_by_seed_and_keep_the_seeds_asked_for(tmp_path, monkeypatch):
+    import json
+
+    from i2md_lib import studies
+
+    folder = tmp_path / "msr" / "test" / "book" / "book" / "main"
+    for variant, seeds in (("a", (0, 1, 2)), ("b", (0, 1))):
+        (folder / variant).mkdir(parents=True)
+        for seed in seeds:
+            (folder / variant / f"seed{seed}.json").write_text(json.dumps(
+                {"variant": variant, "label": variant, "seed": seed, "metrics": []}))
+    monkeypatch.setattr(studies, "results_root", lambda: tmp_path)
+    every = studies.study_records("msr", "test", "book", profile="book")
+    assert sorted((r["variant"], r["seed"]) for r in every) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    first = studies.study_records("msr", "test", "book", profile="book", seeds=range(1))
+    assert sorted((r["variant"], r["seed"]) for r in first) == [("a", 0), ("b", 0)]
