@@ -59,3 +59,13 @@ def test_gpu_check_cpu_fallback_runs_every_check(tmp_path):
     assert all(r["ok"] for r in report["checks"]) and len(names) == 11
     assert "torchrun, 1 process (gloo)" in names and "AMP bf16" in names
     assert "every recurrence path" in (tmp_path / "gpu.md").read_text()
+
+
+def test_bench_stacked_seeds_times_the_same_function_both_ways(tmp_path):
+    from benchmarks import bench_stacked_seeds
+
+    report = bench_stacked_seeds.main(["--seeds-per-call", "1", "2", "--repeats", "1", "--warmup", "0",
+                                       "--profile", "smoke", "--out", str(tmp_path / "stacked")])
+    assert [r["seeds_per_call"] for r in report["results"]] == [1, 2]
+    assert all(r["max_rel_loss_diff"] < 1e-5 and r["gain"] > 0 for r in report["results"])
+    assert "| 2 |" in (tmp_path / "stacked.md").read_text()
