@@ -134,7 +134,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--profile", default="book")
     parser.add_argument("--note", default="", help="a paragraph added under the table")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "stacked_seeds"))
+    parser.add_argument("--render", default=None, metavar="JSON",
+                        help="only rewrite the markdown of an earlier run's JSON (with --note)")
     args = parser.parse_args(argv)
+    if args.render:
+        import json
+
+        report = json.loads(Path(args.render).read_text())
+        report["note"] = args.note or report.get("note", "")
+        write_report(Path(args.render).with_suffix(""), report, write_markdown)
+        return report
     if min(args.seeds_per_call) < 1:
         parser.error("--seeds-per-call takes counts of at least 1")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
