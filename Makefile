@@ -50,9 +50,11 @@ results: install
 
 # Real recordings (Chapter 7): MSR Action3D from its skeleton files (MSR_RAW=/path/to/skeletons; the
 # files stay outside the repository, data/msr is git-ignored), then the optimisation and training-length
-# study on the validation benchmarks of both testbeds (tools/msr_study.py; i2md_lib.studies.SETTINGS).
+# study on the validation benchmarks of both testbeds and the search of MSR's sizes
+# (tools/msr_study.py; i2md_lib.studies.SETTINGS), then the ladder on MSR's cross-subject test.
 MSR_RAW ?=
 STUDY_SEEDS ?= 0 1 2
+LADDER_SEEDS ?= 0 1 2 3 4 5 6 7 8 9
 results-msr: install
 	@test -n "$(MSR_RAW)" || { echo "set MSR_RAW=/path/to/MSR Action3D skeleton files"; exit 2; }
 	$(PY) -m i2md_lib prepare-msr $(MSR_RAW) data/msr
@@ -64,6 +66,12 @@ results-msr: install
 	  OMP_NUM_THREADS=1 $(PY) tools/msr_study.py --testbed synthetic --part val --setting $$setting \
 	    --seeds $(STUDY_SEEDS) --variants moco3 cmd i2md --jobs $(JOBS) || exit 1; \
 	done
+	for setting in queue64 queue224 topk32 dna4 dna16; do \
+	  OMP_NUM_THREADS=1 $(PY) tools/msr_study.py --part val --setting $$setting --seeds $(STUDY_SEEDS) \
+	    --variants i2md --jobs $(JOBS) || exit 1; \
+	done
+	OMP_NUM_THREADS=1 $(PY) tools/msr_study.py --part test --setting book --seeds $(LADDER_SEEDS) \
+	  --variants random_init moco_joint moco3 cmd cmd_dna i2md --jobs $(JOBS)
 
 # The book before testbed v3 (results/book/testbed_v1/: version 1 without distortions, 40 epochs),
 # file by file under the design that restores it.

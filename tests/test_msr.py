@@ -291,3 +291,15 @@ def test_study_records_pair_by_seed_and_keep_the_seeds_asked_for(tmp_path, monke
     assert sorted((r["variant"], r["seed"]) for r in every) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
     first = studies.study_records("msr", "test", "book", profile="book", seeds=range(1))
     assert sorted((r["variant"], r["seed"]) for r in first) == [("a", 0), ("b", 0)]
+
+
+def test_the_size_search_settings_fit_msr_action3d():
+    from i2md_lib.config import ExperimentConfig
+    from i2md_lib.studies import MSR_BOOK, SETTINGS, setting_overrides
+
+    for name in ("queue64", "queue224", "topk32", "dna4", "dna16"):
+        cfg = ExperimentConfig.for_profile("book", {**MSR_BOOK, **setting_overrides(name, "book", MSR_BOOK)})
+        p = cfg.pretrain
+        assert p.queue_size < 232 and p.cmd_topk <= p.queue_size and p.queue_size % p.batch_size == 0, name
+        assert set(SETTINGS[name]) <= {"pretrain.queue_size", "pretrain.cmd_topk", "pretrain.imd_topk",
+                                       "pretrain.dna_max_neighbors"}
