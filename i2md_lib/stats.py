@@ -159,8 +159,8 @@ def seeds_needed(sd: float, target_half_width: float, confidence: float = 0.95,
     """
     if target_half_width <= 0:
         raise ValueError(f"target_half_width must be positive, got {target_half_width}")
-    if sd < 0:
-        raise ValueError(f"sd must be >= 0, got {sd}")
+    if not np.isfinite(sd) or sd < 0:
+        raise ValueError(f"sd must be a finite number >= 0 (it needs two seeds or more), got {sd}")
     # half_width falls monotonically in n; start near the normal-approximation answer
     z = float(_scipy_stats.norm.ppf(0.5 * (1.0 + confidence)))
     n = max(2, int(np.floor((z * sd / target_half_width) ** 2)))

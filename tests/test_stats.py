@@ -50,6 +50,9 @@ def test_half_width_and_seeds_needed():
     assert stats.seeds_needed(0.0, 1.0) == 2
     with pytest.raises(ValueError, match="target_half_width"):
         stats.seeds_needed(1.0, 0.0)
+    for bad in (float("nan"), float("inf"), -1.0):       # the SD of one seed is NaN: a clear error
+        with pytest.raises(ValueError, match="sd must be a finite number"):
+            stats.seeds_needed(bad, 1.0)
 
 
 def test_random_effects_by_hand():
