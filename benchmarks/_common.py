@@ -60,3 +60,15 @@ def write_report(stem: str | Path, report: dict, write_markdown) -> None:
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     write_markdown(stem.with_suffix(".md"), report)
     print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
+
+
+def render_report(json_path: str | Path, note: str, write_markdown) -> dict:
+    """Rewrite the markdown of an earlier run from its ``.json`` (``--render``), replacing its
+    note when ``note`` is not empty; the numbers are not touched. Returns the report."""
+    import json
+
+    json_path = Path(json_path)
+    report = json.loads(json_path.read_text())
+    report["note"] = note or report.get("note", "")
+    write_report(json_path.with_suffix(""), report, write_markdown)
+    return report

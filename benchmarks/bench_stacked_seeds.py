@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from _common import command_line, machine_info, write_report  # noqa: E402
+from _common import command_line, machine_info, render_report, write_report  # noqa: E402
 
 from i2md_lib.config import ExperimentConfig  # noqa: E402
 from i2md_lib.models.gru_recurrence import grouped_gru_layer  # noqa: E402
@@ -138,12 +138,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="only rewrite the markdown of an earlier run's JSON (with --note)")
     args = parser.parse_args(argv)
     if args.render:
-        import json
-
-        report = json.loads(Path(args.render).read_text())
-        report["note"] = args.note or report.get("note", "")
-        write_report(Path(args.render).with_suffix(""), report, write_markdown)
-        return report
+        return render_report(args.render, args.note, write_markdown)
     if min(args.seeds_per_call) < 1:
         parser.error("--seeds-per-call takes counts of at least 1")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,

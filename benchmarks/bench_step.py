@@ -44,7 +44,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import add_step_timing_options, command_line, machine_info, write_report  # noqa: E402
+from benchmarks._common import add_step_timing_options, command_line, machine_info, render_report, write_report  # noqa: E402
 from i2md_lib.config import ExperimentConfig  # noqa: E402
 from i2md_lib.models.encoders import SequenceEncoder  # noqa: E402
 from i2md_lib.models.moco import MoCo, build_model  # noqa: E402
@@ -356,9 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
 
     if args.render:
-        report = json.loads(Path(args.render).read_text())
-        report["note"] = args.note or report.get("note", "")
-        write_report(Path(args.render).with_suffix(""), report, write_markdown)
+        render_report(args.render, args.note, write_markdown)
         return
     if args.memory_child:
         print(json.dumps(memory_child(*args.memory_child, device, args.memory_steps)))

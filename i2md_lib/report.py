@@ -210,6 +210,17 @@ def by_comparison(column):
     return column.unstack("metric").reindex(rows)[metrics]
 
 
+def seeds_needed_table(table, target_half_width: float, confidence: float = 0.95):
+    """How many paired seeds each comparison of :func:`comparison_table` needs for a 95 %
+    interval of half-width ``target_half_width`` points, from the SD of its per-seed differences
+    (:func:`stats.seeds_needed`), as a comparisons x metrics frame. NaN where the SD is unknown
+    (fewer than two seeds)."""
+    import math
+
+    return by_comparison(table["sd"].map(
+        lambda sd: stats.seeds_needed(sd, target_half_width, confidence) if math.isfinite(sd) else math.nan))
+
+
 #: The metrics on which a testbed must put an untrained encoder far below the pretrained ones.
 FLOOR_METRICS: tuple[str, ...] = ("knn joint", "linear joint")
 
@@ -439,8 +450,8 @@ def _direction(row: Mapping[str, Any]) -> str:
 AGREEMENT: dict[tuple[str, str], str] = {
     ("supported", "supported"): "holds", ("contradicted", "contradicted"): "holds",
     ("supported", "contradicted"): "reversed", ("contradicted", "supported"): "reversed",
-    ("supported", "undecided"): "undecided on the second", ("contradicted", "undecided"): "undecided on the second",
-    ("undecided", "supported"): "decided only on the second", ("undecided", "contradicted"): "decided only on the second",
+    ("supported", "undecided"): "undecided on {second}", ("contradicted", "undecided"): "undecided on {second}",
+    ("undecided", "supported"): "decided only on {second}", ("undecided", "contradicted"): "decided only on {second}",
     ("undecided", "undecided"): "undecided on both",
 }
 
@@ -466,7 +477,7 @@ def claims_side_by_side(first, second, first_metrics: Sequence[str] = HEADLINE_M
         elif "mixed" in (da, db):
             mark = "mixed"
         else:
-            mark = AGREEMENT[(da, db)].replace("the second", names[1])
+            mark = AGREEMENT[(da, db)].format(second=names[1])
         rows.append({"claim": claim, names[0]: a.loc[claim, "verdict"], names[1]: b.loc[claim, "verdict"],
                      f"on {names[1]}": mark})
     return pd.DataFrame(rows).set_index("claim")

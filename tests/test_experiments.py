@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from i2md_lib import experiments, report
+from i2md_lib import experiments, report, stats
 from i2md_lib.cli import main
 
 
@@ -204,6 +204,10 @@ def test_paired_comparisons_with_t_intervals_by_hand():
     assert both_ways.loc["b − a", "knn joint"].startswith("-2.3 [")
     assert list(report.by_comparison(report.comparison_table(values, [("b", "a"), ("a", "b")])["seeds"]).index) == \
         ["b − a", "a − b"]
+    needed = report.seeds_needed_table(table, 2.0)
+    # sd sqrt(7/3) = 1.53: n = 4 gives 3.182 * 1.53 / 2 = 2.43 > 2, n = 5 gives 2.776 * 1.53 / sqrt(5) = 1.90
+    assert needed.loc["a − b", "knn joint"] == 5 == stats.seeds_needed(math.sqrt(7 / 3), 2.0)
+    assert math.isnan(needed.loc["a − b", "linear joint"])      # no SD without the metric
 
 
 def test_the_search_never_sees_the_test_split():

@@ -110,7 +110,7 @@ def read_msr_skeleton(path: str | Path, joints: int = KINECT_V1_20.num_joints) -
             last = number
             if len(fields) != FIELDS:
                 raise SkeletonFormatError(path, number, f"expected {FIELDS} numbers (x y z confidence), "
-                                                   f"got {len(fields)} field(s)")
+                                                        f"got {len(fields)} field(s)")
             try:
                 values = [float(v) for v in fields]
             except ValueError:
@@ -120,7 +120,7 @@ def read_msr_skeleton(path: str | Path, joints: int = KINECT_V1_20.num_joints) -
             rows.append(values)
     if len(rows) % joints:
         raise SkeletonFormatError(path, last, f"{len(rows)} joint lines do not make whole frames of {joints} "
-                                         f"joints ({len(rows) % joints} left over)")
+                                              f"joints ({len(rows) % joints} left over)")
     return np.asarray(rows, dtype=np.float64).reshape(-1, joints, FIELDS)
 
 
