@@ -38,25 +38,34 @@ from i2md_lib.train import epoch_batches, train_step  # noqa: E402
 METHODS = ("moco3", "cmd", "i2md")
 
 
-def measure(method: str, steps: int, warmup: int, profile: str, before: str = "nn_gru", now: str = "auto") -> dict:
-    """Alternating timed steps of the recurrences ``before`` and ``now`` for ``method``; seconds and losses."""
+def measure(method: str, steps: int, warmup: int, profile: str, before: str = "nn_gru", now: str = "auto",
+            compile_now: bool = False) -> dict:
+    """Alternating timed steps of the recurrences ``before`` and ``now`` for ``method``; seconds and losses.
+    ``compile_now``: the ``now`` model's encoders run under ``torch.compile`` (its label gets
+    ``+compile``; the first step's seconds, the compilation, are reported apart)."""
+    label = {"before": before, "now": f"{now}+compile" if compile_now else now}
+    if label["before"] == label["now"]:
+        raise ValueError(f"before and now are the same path ({before}): nothing to compare")
     cfg = ExperimentConfig.for_profile(profile, {"pretrain.method": method, "pretrain.dna_warmup_epochs": 0})
     torch.manual_seed(0)
     base = build_model(cfg)
     models, optimizers = {}, {}
-    for recurrence in (before, now):
+    for key, recurrence in (("before", before), ("now", now)):
         model = copy.deepcopy(base)
         for encoders in (model.encoders("query"), model.encoders("key")):
             for encoder in encoders.values():
                 encoder.recurrence = recurrence
-        models[recurrence] = model.train()
-        optimizers[recurrence] = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                if key == "now" and compile_now:
+                    encoder.forward = torch.compile(encoder.forward, dynamic=False)
+        models[label[key]] = model.train()
+        optimizers[label[key]] = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
                                                  lr=cfg.pretrain.lr, momentum=cfg.pretrain.sgd_momentum)
     dataset = PretrainDataset.from_config(load_arrays(cfg.data, "train"), cfg)
     dataset.set_epoch(0)
     batches = epoch_batches(len(dataset), cfg.pretrain.batch_size, cfg.pretrain.seed, 0)
     seconds = {r: [] for r in models}
     losses = {r: [] for r in models}
+    first_step_s = {}
     for i in range(warmup + steps):
         batch = batches[i % len(batches)]
         view_q = torch.stack([dataset[j][0] for j in batch])
@@ -67,17 +76,22 @@ def measure(method: str, steps: int, warmup: int, profile: str, before: str = "n
             optimizers[recurrence].zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizers[recurrence].step()
+            first_step_s.setdefault(recurrence, time.perf_counter() - start)
             if i >= warmup:
                 seconds[recurrence].append(time.perf_counter() - start)
                 losses[recurrence].append(float(terms["total"].detach()))
+    before, now = label["before"], label["now"]
     median = {r: statistics.median(s) for r, s in seconds.items()}
     diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses[now], losses[before]))
     ratios = sorted(a / b for a, b in zip(seconds[before], seconds[now]))
+    paths = {before: resolve_recurrence(before, cfg.encoder.hidden_size, "cpu"),
+             now: resolve_recurrence(label["now"].removesuffix("+compile"), cfg.encoder.hidden_size, "cpu")
+             + ("+compile" if compile_now else "")}
     return {"method": method, "steps": steps, "before": before, "now": now, "median_s": median,
             "steps_per_s": {r: 1.0 / m for r, m in median.items()},
             "speed_up": median[before] / median[now], "max_rel_loss_diff": diff,
-            "step_ratio_range": [ratios[0], ratios[-1]],
-            "paths": {r: resolve_recurrence(r, cfg.encoder.hidden_size, "cpu") for r in (before, now)},
+            "step_ratio_range": [ratios[0], ratios[-1]], "first_step_s": first_step_s,
+            "paths": paths,
             "auto_resolves_to": resolve_recurrence("auto", cfg.encoder.hidden_size, "cpu"),
             "encoder": f"{cfg.encoder.num_layers} x {cfg.encoder.hidden_size}", "window": cfg.data.window,
             "batch": cfg.pretrain.batch_size, "queue": cfg.pretrain.queue_size, "seconds": seconds}
@@ -106,6 +120,10 @@ def write_markdown(path: Path, report: dict) -> None:
         lines.append(f"| {r['method']} | {r['encoder']} | {r['window']} | {r['batch']} | {r['queue']} | {r['steps']} | "
                      f"{r['steps_per_s'][before]:.2f} | {r['steps_per_s'][now]:.2f} | "
                      f"**{r['speed_up']:.2f}x** | {low:.2f}-{high:.2f} | {r['max_rel_loss_diff']:.1e} |")
+    if any(r["now"].endswith("+compile") for r in report["results"]):
+        lines += ["", "First step of each model (the compilation of the compiled one included), seconds: " + "; ".join(
+            f"{r['method']} {r['first_step_s'][before]:.1f} / {r['first_step_s'][r['now']]:.1f}"
+            for r in report["results"]) + "."]
     if report.get("note"):
         lines += ["", report["note"]]
     path.write_text("\n".join(lines) + "\n")
@@ -121,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--profile", default="book")
     parser.add_argument("--before", default="nn_gru", help="the recurrence measured as 'before'")
     parser.add_argument("--now", default="auto", help="the recurrence measured as 'now'")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the 'now' model's encoders under torch.compile (same recurrence allowed)")
     parser.add_argument("--note", default="", help="a paragraph added under the table")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "book_steps"))
     args = parser.parse_args(argv)
@@ -128,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                             text=True).stdout.strip() or "unknown"
     report = {"command": command_line("bench_book_steps.py", argv), "commit": commit, "profile": args.profile,
               "machine": machine_info(torch.device("cpu")), "note": args.note,
-              "results": [measure(m, args.steps, args.warmup, args.profile, args.before, args.now)
+              "results": [measure(m, args.steps, args.warmup, args.profile, args.before, args.now, args.compile)
                           for m in args.methods]}
     write_report(args.out, report, write_markdown)
     return report

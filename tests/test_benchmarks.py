@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import bench_step
 
 
@@ -41,6 +43,8 @@ def test_bench_book_steps_runs_both_recurrences_on_the_same_function(tmp_path):
     assert result["auto_resolves_to"] == "loop" and result["speed_up"] > 0
     assert result["max_rel_loss_diff"] < 1e-4            # the same function, up to rounding
     assert "speed-up" in (tmp_path / "book_steps.md").read_text()
+    with pytest.raises(ValueError, match="nothing to compare"):   # --compile is what tells the two apart
+        bench_book_steps.measure("cmd", 1, 0, "smoke", "loop", "loop", compile_now=False)
 
 
 def test_gpu_check_cpu_fallback_runs_every_check(tmp_path):
