@@ -51,7 +51,8 @@ results: install
 # Real recordings (Chapter 7): MSR Action3D from its skeleton files (MSR_RAW=/path/to/skeletons; the
 # files stay outside the repository, data/msr is git-ignored), then the optimisation and training-length
 # study on the validation benchmarks of both testbeds and the search of MSR's sizes
-# (tools/msr_study.py; i2md_lib.studies.SETTINGS), then the ladder on MSR's cross-subject test.
+# (tools/msr_study.py; i2md_lib.studies.SETTINGS), then the ladder on MSR's cross-subject test, at
+# the book's length and at four times the length (long4x: about an hour per seed of all six methods).
 MSR_RAW ?=
 STUDY_SEEDS ?= 0 1 2
 LADDER_SEEDS ?= 0 1 2 3 4 5 6 7 8 9
@@ -71,6 +72,8 @@ results-msr: install
 	    --variants i2md --jobs $(JOBS) || exit 1; \
 	done
 	OMP_NUM_THREADS=1 $(PY) tools/msr_study.py --part test --setting book --seeds $(LADDER_SEEDS) \
+	  --variants random_init moco_joint moco3 cmd cmd_dna i2md --jobs $(JOBS)
+	OMP_NUM_THREADS=1 $(PY) tools/msr_study.py --part test --setting long4x --seeds $(LADDER_SEEDS) \
 	  --variants random_init moco_joint moco3 cmd cmd_dna i2md --jobs $(JOBS)
 
 # The book before testbed v3 (results/book/testbed_v1/: version 1 without distortions, 40 epochs),
