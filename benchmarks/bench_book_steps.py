@@ -43,14 +43,16 @@ def measure(method: str, steps: int, warmup: int, profile: str, before: str = "n
     """Alternating timed steps of the recurrences ``before`` and ``now`` for ``method``; seconds and losses.
     ``compile_now``: the ``now`` model's encoders run under ``torch.compile`` (its label gets
     ``+compile``; the first step's seconds, the compilation, are reported apart)."""
-    label = {"before": before, "now": f"{now}+compile" if compile_now else now}
+    recurrence_of = {"before": before, "now": now}
+    suffix = {"before": "", "now": "+compile" if compile_now else ""}
+    label = {key: recurrence_of[key] + suffix[key] for key in recurrence_of}
     if label["before"] == label["now"]:
         raise ValueError(f"before and now are the same path ({before}): nothing to compare")
     cfg = ExperimentConfig.for_profile(profile, {"pretrain.method": method, "pretrain.dna_warmup_epochs": 0})
     torch.manual_seed(0)
     base = build_model(cfg)
     models, optimizers = {}, {}
-    for key, recurrence in (("before", before), ("now", now)):
+    for key, recurrence in recurrence_of.items():
         model = copy.deepcopy(base)
         for encoders in (model.encoders("query"), model.encoders("key")):
             for encoder in encoders.values():
@@ -70,28 +72,27 @@ def measure(method: str, steps: int, warmup: int, profile: str, before: str = "n
         batch = batches[i % len(batches)]
         view_q = torch.stack([dataset[j][0] for j in batch])
         view_k = torch.stack([dataset[j][1] for j in batch])
-        for recurrence, model in models.items():
+        for name, model in models.items():
             start = time.perf_counter()
             terms, _ = train_step(model, model, view_q, view_k, epoch=1, index=torch.as_tensor(batch))
-            optimizers[recurrence].zero_grad(set_to_none=True)
+            optimizers[name].zero_grad(set_to_none=True)
             terms["total"].backward()
-            optimizers[recurrence].step()
-            first_step_s.setdefault(recurrence, time.perf_counter() - start)
+            optimizers[name].step()
+            elapsed = time.perf_counter() - start
+            first_step_s.setdefault(name, elapsed)
             if i >= warmup:
-                seconds[recurrence].append(time.perf_counter() - start)
-                losses[recurrence].append(float(terms["total"].detach()))
-    before, now = label["before"], label["now"]
+                seconds[name].append(elapsed)
+                losses[name].append(float(terms["total"].detach()))
+    before, now = label["before"], label["now"]      # the two models' names from here on
     median = {r: statistics.median(s) for r, s in seconds.items()}
     diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses[now], losses[before]))
     ratios = sorted(a / b for a, b in zip(seconds[before], seconds[now]))
-    paths = {before: resolve_recurrence(before, cfg.encoder.hidden_size, "cpu"),
-             now: resolve_recurrence(label["now"].removesuffix("+compile"), cfg.encoder.hidden_size, "cpu")
-             + ("+compile" if compile_now else "")}
     return {"method": method, "steps": steps, "before": before, "now": now, "median_s": median,
             "steps_per_s": {r: 1.0 / m for r, m in median.items()},
             "speed_up": median[before] / median[now], "max_rel_loss_diff": diff,
             "step_ratio_range": [ratios[0], ratios[-1]], "first_step_s": first_step_s,
-            "paths": paths,
+            "paths": {label[key]: resolve_recurrence(recurrence_of[key], cfg.encoder.hidden_size, "cpu") + suffix[key]
+                      for key in label},
             "auto_resolves_to": resolve_recurrence("auto", cfg.encoder.hidden_size, "cpu"),
             "encoder": f"{cfg.encoder.num_layers} x {cfg.encoder.hidden_size}", "window": cfg.data.window,
             "batch": cfg.pretrain.batch_size, "queue": cfg.pretrain.queue_size, "seconds": seconds}
