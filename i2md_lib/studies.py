@@ -147,13 +147,15 @@ STUDY_METRICS: dict[str, tuple[str, ...]] = {
 
 
 def tagged_records(testbed: str, part: str, settings: Sequence[str], variants: Sequence[str] | None = None,
-                   profile: str | None = None) -> list[dict[str, Any]]:
-    """The records of several settings of one testbed and part, each variant renamed
-    ``"<variant> @ <setting>"`` (copies; the files are untouched), so that the tables of ``report``
-    compare settings as they compare methods, paired by seed."""
+                   profile: str | None = None, seeds: Iterable[int] | None = None) -> list[dict[str, Any]]:
+    """The records of several settings of one testbed and part (those of ``seeds``, default all, as
+    in :func:`study_records`), each variant renamed ``"<variant> @ <setting>"`` (copies; the files
+    are untouched), so that the tables of ``report`` compare settings as they compare methods,
+    paired by seed."""
     out = []
+    seeds = None if seeds is None else list(seeds)
     for setting in settings:
-        for record in study_records(testbed, part, setting, variants, profile):
+        for record in study_records(testbed, part, setting, variants, profile, seeds):
             out.append({**record, "variant": f"{record['variant']} @ {setting}"})
     return out
 

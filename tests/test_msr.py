@@ -291,6 +291,13 @@ def test_study_records_pair_by_seed_and_keep_the_seeds_asked_for(tmp_path, monke
     assert sorted((r["variant"], r["seed"]) for r in every) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
     first = studies.study_records("msr", "test", "book", profile="book", seeds=range(1))
     assert sorted((r["variant"], r["seed"]) for r in first) == [("a", 0), ("b", 0)]
+    longer = tmp_path / "msr" / "test" / "long4x" / "book" / "main" / "a"
+    longer.mkdir(parents=True)
+    for seed in (0, 1, 2):
+        (longer / f"seed{seed}.json").write_text(json.dumps({"variant": "a", "label": "a", "seed": seed, "metrics": []}))
+    tagged = studies.tagged_records("msr", "test", ("book", "long4x"), ("a",), "book", seeds=(1, 2))
+    assert sorted((r["variant"], r["seed"]) for r in tagged) == \
+        [("a @ book", 1), ("a @ book", 2), ("a @ long4x", 1), ("a @ long4x", 2)]
 
 
 def test_the_size_search_settings_fit_msr_action3d():
