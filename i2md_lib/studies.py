@@ -44,8 +44,8 @@ MSR_BOOK: dict[str, Any] = {
 }
 #: The optimisation and training-length study: each setting changes the testbed in the keys it
 #: names. "book" is the book profile's optimisation (lr 0.05, key momentum 0.99), "reference" the
-#: CMD reference's (lr 0.01, momentum 0.999), the other two the crossings; "long4x" trains four
-#: times as many steps with the book's optimisation. The last five are the search of MSR Action3D's
+#: CMD reference's (lr 0.01, momentum 0.999), the other two the crossings; "long4x" and "long8x"
+#: train four and eight times as many steps with the book's optimisation. The last five are the search of MSR Action3D's
 #: sizes on its validation split: a queue of half and of nearly all xsub_val's 232 training clips
 #: (top-k kept at half the queue), a smaller top-k, fewer and more DNA candidates.
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -54,6 +54,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "lr0.01": {"pretrain.lr": 0.01},
     "m0.999": {"pretrain.momentum": 0.999},
     "long4x": {},
+    "long8x": {},
     # the search of MSR Action3D's sizes around MSR_BOOK (queue, distillation top-k, DNA candidates)
     "queue64": {"pretrain.queue_size": 64, "pretrain.cmd_topk": 32, "pretrain.imd_topk": 32},
     "queue224": {"pretrain.queue_size": 224, "pretrain.cmd_topk": 112, "pretrain.imd_topk": 112},
@@ -63,7 +64,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 #: The settings that change the training length: their factor on the profile's epochs and learning-
 #: rate milestones (``long4x`` at the book profile: 800 epochs, milestone 640; at smoke: 8 and 4).
-LENGTH_FACTORS: dict[str, int] = {"long4x": 4}
+LENGTH_FACTORS: dict[str, int] = {"long4x": 4, "long8x": 8}
 #: The benchmark of each part.
 PARTS: dict[str, str] = {"val": "xsub_val", "test": "xsub"}
 #: ``{testbed: (overrides on the profile, results folder under results/)}``; ``synthetic`` is the

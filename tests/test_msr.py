@@ -272,6 +272,7 @@ def test_the_longer_setting_scales_the_profiles_schedule():
     book = setting_overrides("long4x", "book", MSR_BOOK)
     assert book == {"pretrain.epochs": 800, "pretrain.lr_milestones": (640,)}
     assert setting_overrides("long4x", "smoke") == {"pretrain.epochs": 8, "pretrain.lr_milestones": (4,)}
+    assert setting_overrides("long8x", "book", MSR_BOOK) == {"pretrain.epochs": 1600, "pretrain.lr_milestones": (1280,)}
     assert setting_overrides("reference", "smoke") == {"pretrain.lr": 0.01, "pretrain.momentum": 0.999}
 
 
