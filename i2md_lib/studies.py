@@ -45,9 +45,10 @@ MSR_BOOK: dict[str, Any] = {
 #: The optimisation and training-length study: each setting changes the testbed in the keys it
 #: names. "book" is the book profile's optimisation (lr 0.05, key momentum 0.99), "reference" the
 #: CMD reference's (lr 0.01, momentum 0.999), the other two the crossings; "long4x" and "long8x"
-#: train four and eight times as many steps with the book's optimisation. The last five are the search of MSR Action3D's
-#: sizes on its validation split: a queue of half and of nearly all xsub_val's 232 training clips
-#: (top-k kept at half the queue), a smaller top-k, fewer and more DNA candidates.
+#: train four and eight times as many steps with the book's optimisation. The last five are the
+#: search of MSR Action3D's sizes on its validation split: a queue of half and of nearly all
+#: xsub_val's 232 training clips (top-k kept at half the queue), a smaller top-k, fewer and more
+#: DNA candidates.
 SETTINGS: dict[str, dict[str, Any]] = {
     "book": {},
     "reference": {"pretrain.lr": 0.01, "pretrain.momentum": 0.999},

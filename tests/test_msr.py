@@ -272,7 +272,8 @@ def test_the_longer_setting_scales_the_profiles_schedule():
     book = setting_overrides("long4x", "book", MSR_BOOK)
     assert book == {"pretrain.epochs": 800, "pretrain.lr_milestones": (640,)}
     assert setting_overrides("long4x", "smoke") == {"pretrain.epochs": 8, "pretrain.lr_milestones": (4,)}
-    assert setting_overrides("long8x", "book", MSR_BOOK) == {"pretrain.epochs": 1600, "pretrain.lr_milestones": (1280,)}
+    assert setting_overrides("long8x", "book", MSR_BOOK) == {"pretrain.epochs": 1600,
+                                                             "pretrain.lr_milestones": (1280,)}
     assert setting_overrides("reference", "smoke") == {"pretrain.lr": 0.01, "pretrain.momentum": 0.999}
 
 
@@ -295,7 +296,8 @@ def test_study_records_pair_by_seed_and_keep_the_seeds_asked_for(tmp_path, monke
     longer = tmp_path / "msr" / "test" / "long4x" / "book" / "main" / "a"
     longer.mkdir(parents=True)
     for seed in (0, 1, 2):
-        (longer / f"seed{seed}.json").write_text(json.dumps({"variant": "a", "label": "a", "seed": seed, "metrics": []}))
+        (longer / f"seed{seed}.json").write_text(json.dumps(
+            {"variant": "a", "label": "a", "seed": seed, "metrics": []}))
     tagged = studies.tagged_records("msr", "test", ("book", "long4x"), ("a",), "book", seeds=(1, 2))
     assert sorted((r["variant"], r["seed"]) for r in tagged) == \
         [("a @ book", 1), ("a @ book", 2), ("a @ long4x", 1), ("a @ long4x", 2)]
