@@ -255,6 +255,28 @@ def study_embeddings(testbed: str, part: str, setting: str, variants: Sequence[s
     return {v: experiments.load_embedding(profile, "main", v, root) for v in variants}
 
 
+def study_log(testbed: str, part: str, setting: str, variant: str, profile: str | None = None
+              ) -> list[dict[str, float]]:
+    """The training log (one dict per step, as ``train.read_log``) of seed 0's run of ``variant``
+    in one study, from the compressed log next to its result file (kept for seed 0 of the runs the
+    chapters inspect, ``experiments.CHAPTER_RUNS``); at ``smoke`` from the live run."""
+    import gzip
+
+    from . import experiments
+    from .train import log_rows
+
+    profile = active_profile(profile)
+    if profile == "smoke":
+        study_records(testbed, part, setting, (variant,), profile)   # runs it (once)
+    root = (_smoke_root() / part / setting) if profile == "smoke" else study_folder(testbed, part, setting)
+    path = experiments.log_file_path(
+        experiments.result_path(profile, "main", variant, experiments.CHAPTER_SEED, root))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training log (one is kept for seed {experiments.CHAPTER_SEED} "
+                                f"of {', '.join(experiments.CHAPTER_RUNS['main'])})")
+    return log_rows(gzip.decompress(path.read_bytes()).decode().splitlines(), str(path))
+
+
 def fixture_msr_root() -> Path:
     """Prepared MSR-format fixture data (``data.msr.write_msr_corpus``, synthetic bodies in the
     Kinect v1 layout), written once per process into a temporary folder."""

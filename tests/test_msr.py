@@ -313,3 +313,20 @@ def test_the_size_search_settings_fit_msr_action3d():
         assert p.queue_size < 232 and p.cmd_topk <= p.queue_size and p.queue_size % p.batch_size == 0, name
         assert set(SETTINGS[name]) <= {"pretrain.queue_size", "pretrain.cmd_topk", "pretrain.imd_topk",
                                        "pretrain.dna_max_neighbors"}
+
+
+def test_study_log_reads_the_committed_log_and_names_a_missing_one(tmp_path, monkeypatch):
+    import gzip
+
+    import pytest
+
+    from i2md_lib import studies
+
+    folder = tmp_path / "msr" / "val" / "long4x" / "book" / "main" / "cmd"
+    folder.mkdir(parents=True)
+    (folder / "seed0_log.csv.gz").write_bytes(gzip.compress(b"step,epoch,cmd\n0,0,1.5\n1,0,0.5\n"))
+    monkeypatch.setattr(studies, "results_root", lambda: tmp_path)
+    rows = studies.study_log("msr", "val", "long4x", "cmd", profile="book")
+    assert rows == [{"step": 0, "epoch": 0, "cmd": 1.5}, {"step": 1, "epoch": 0, "cmd": 0.5}]
+    with pytest.raises(FileNotFoundError, match="moco3/seed0_log.csv.gz: no training log"):
+        studies.study_log("msr", "val", "long4x", "moco3", profile="book")
