@@ -282,6 +282,17 @@ def log_file_path(result_file: Path) -> Path:
     return result_file.with_name(result_file.stem + "_log.csv.gz")
 
 
+def committed_log(result_file: Path) -> list[dict[str, float]]:
+    """The rows of the compressed training log next to ``result_file`` (:func:`log_file_path`);
+    errors name the log file."""
+    import gzip
+
+    from .train import log_rows
+
+    path = log_file_path(result_file)
+    return log_rows(gzip.decompress(path.read_bytes()).decode().splitlines(), str(path))
+
+
 def save_chapter_state(result_file: Path, cfg: ExperimentConfig, model, run_folder: Path,
                        record: Mapping[str, Any]) -> None:
     """Write the model file and the compressed log of a run the chapters inspect."""
@@ -497,17 +508,14 @@ def run_log(suite: str, variant: str, seed: int = 0, profile: str | None = None,
             runs_root: Path | None = None) -> list[dict[str, float]]:
     """The training log (one dict per step) of one suite run: the committed one if it was
     made with today's config, else the run folder's (trained first if needed)."""
-    import gzip
-
-    from .train import LOG_NAME, log_rows, read_log
+    from .train import LOG_NAME, read_log
 
     profile = active_profile(profile)
     chosen = _variants(suite, [variant])[0]
     cfg = variant_config(chosen, profile, seed)
     result_file = result_path(profile, suite, chosen.name, seed)
     if _matches(model_file_path(result_file), cfg) and log_file_path(result_file).is_file():
-        text = gzip.decompress(log_file_path(result_file).read_bytes()).decode()
-        return log_rows(text.splitlines(), str(log_file_path(result_file)))
+        return committed_log(result_file)
     trained_model(suite, variant, seed, profile, runs_root, progress=False)
     return read_log(run_dir(suite, chosen.name, seed, profile, runs_root) / LOG_NAME)
 

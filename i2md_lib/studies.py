@@ -251,8 +251,14 @@ def study_embeddings(testbed: str, part: str, setting: str, variants: Sequence[s
 
     profile = active_profile(profile)
     study_records(testbed, part, setting, variants, profile)          # at smoke: runs them (once)
-    root = (_smoke_root() / part / setting) if profile == "smoke" else study_folder(testbed, part, setting)
+    root = _records_root(testbed, part, setting, profile)
     return {v: experiments.load_embedding(profile, "main", v, root) for v in variants}
+
+
+def _records_root(testbed: str, part: str, setting: str, profile: str) -> Path:
+    """The folder holding one study's ``<profile>/main/...`` result files: the committed study
+    folder, or at ``smoke`` this process's folder of live runs."""
+    return (_smoke_root() / part / setting) if profile == "smoke" else study_folder(testbed, part, setting)
 
 
 def study_log(testbed: str, part: str, setting: str, variant: str, profile: str | None = None
@@ -260,21 +266,17 @@ def study_log(testbed: str, part: str, setting: str, variant: str, profile: str 
     """The training log (one dict per step, as ``train.read_log``) of seed 0's run of ``variant``
     in one study, from the compressed log next to its result file (kept for seed 0 of the runs the
     chapters inspect, ``experiments.CHAPTER_RUNS``); at ``smoke`` from the live run."""
-    import gzip
-
     from . import experiments
-    from .train import log_rows
 
     profile = active_profile(profile)
     if profile == "smoke":
         study_records(testbed, part, setting, (variant,), profile)   # runs it (once)
-    root = (_smoke_root() / part / setting) if profile == "smoke" else study_folder(testbed, part, setting)
-    path = experiments.log_file_path(
-        experiments.result_path(profile, "main", variant, experiments.CHAPTER_SEED, root))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no training log (one is kept for seed {experiments.CHAPTER_SEED} "
-                                f"of {', '.join(experiments.CHAPTER_RUNS['main'])})")
-    return log_rows(gzip.decompress(path.read_bytes()).decode().splitlines(), str(path))
+    result_file = experiments.result_path(profile, "main", variant, experiments.CHAPTER_SEED,
+                                          _records_root(testbed, part, setting, profile))
+    if not experiments.log_file_path(result_file).is_file():
+        raise FileNotFoundError(f"{experiments.log_file_path(result_file)}: no training log (one is kept for "
+                                f"seed {experiments.CHAPTER_SEED} of {', '.join(experiments.CHAPTER_RUNS['main'])})")
+    return experiments.committed_log(result_file)
 
 
 def fixture_msr_root() -> Path:
