@@ -273,9 +273,10 @@ def study_log(testbed: str, part: str, setting: str, variant: str, profile: str 
         study_records(testbed, part, setting, (variant,), profile)   # runs it (once)
     result_file = experiments.result_path(profile, "main", variant, experiments.CHAPTER_SEED,
                                           _records_root(testbed, part, setting, profile))
-    if not experiments.log_file_path(result_file).is_file():
-        raise FileNotFoundError(f"{experiments.log_file_path(result_file)}: no training log (one is kept for "
-                                f"seed {experiments.CHAPTER_SEED} of {', '.join(experiments.CHAPTER_RUNS['main'])})")
+    log_file = experiments.log_file_path(result_file)
+    if not log_file.is_file():
+        raise FileNotFoundError(f"{log_file}: no training log (one is kept for seed {experiments.CHAPTER_SEED} "
+                                f"of {', '.join(experiments.CHAPTER_RUNS['main'])})")
     return experiments.committed_log(result_file)
 
 
