@@ -2,7 +2,7 @@
 
 The book's tables come from here. One *result file* per (variant, seed) records
 what produced it -- the command, the resolved config, the git commit, the
-hardware, timings -- and every metric row::
+hardware, the encoder's time-stepping path, timings -- and every metric row::
 
     results/<profile>/<suite>/<variant>/seed<k>.json
 
@@ -173,6 +173,18 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+def recurrence_path(cfg: ExperimentConfig, device_type: str | None = None) -> str | None:
+    """The time-stepping path (``encoder.recurrence`` resolved for the device, e.g. ``fused``) a
+    run of ``cfg`` takes; ``None`` for encoders without one. Result files record it: two paths
+    compute the same function but round differently, so a run on another path is a new sample."""
+    from .models.encoders import resolve_recurrence
+
+    if cfg.encoder.kind != "bigru_cmd":
+        return None
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_recurrence(cfg.encoder.recurrence, cfg.encoder.hidden_size, device_type)
+
+
 def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Path | None = None,
             runs_root: Path | None = None, protocols: Sequence[str] = PROTOCOLS,
             overrides: Mapping[str, Any] | None = None, threads: int | None = None,
@@ -207,6 +219,7 @@ def run_one(suite: str, variant: Variant, seed: int, profile: str, out_root: Pat
         "seed": seed, "profile": profile, "overrides": dict(variant.overrides),
         **({"base_overrides": dict(base)} if base else {}),
         "command": command, **code, "hardware": hardware(), "created": created,
+        "recurrence_path": recurrence_path(cfg),
         "pretrain_seconds": pretrain_seconds, "eval_seconds": round(time.perf_counter() - start, 1),
         **({"pretraining": pretraining} if variant.pretrain else {}),
         "final_log_row": final, "last_epoch_log": last_epoch,

@@ -9,7 +9,10 @@ On the same code and the same CPU kernels a run is deterministic, so a faithful 
 same numbers bit for bit. Floating-point sums are rounded differently by other kernels (another
 instruction set, see ``hardware["cpu_capability"]``, or another BLAS), and training amplifies such
 differences like a change of seed would: a re-run on another machine is a new sample of the run,
-not a check of it.
+not a check of it. The same holds for the encoder's time-stepping path (``encoder.recurrence``,
+whose ``auto`` picks a path by size and device, and picked ``fused`` on a CPU only from that
+path's commit on): a re-run takes the path the file records (:func:`recorded_recurrence_path`),
+so a result made before a faster path came still comes back bit for bit.
 """
 from __future__ import annotations
 
@@ -55,6 +58,26 @@ def identical(rows: Sequence[Mapping[str, Any]]) -> bool:
     return all(same(r) for r in rows)
 
 
+def recorded_recurrence_path(record: Mapping[str, Any]) -> str | None:
+    """The time-stepping path the run of a result file took (``None``: an encoder without one).
+
+    Files record it (``recurrence_path``) since the ``fused`` path came; before, ``auto`` took
+    ``loop`` on a CPU up to the size limit and ``nn_gru`` otherwise, which is what older files get.
+    """
+    from .models.encoders import AUTO_LOOP_MAX_HIDDEN
+
+    if "recurrence_path" in record:
+        return record["recurrence_path"]
+    encoder = record["config"].get("encoder", {})
+    if encoder.get("kind", "bigru_cmd") != "bigru_cmd":
+        return None
+    chosen = encoder.get("recurrence", "auto")
+    if chosen != "auto":
+        return chosen
+    on_cpu = not (record.get("hardware") or {}).get("cuda")
+    return "loop" if on_cpu and int(encoder.get("hidden_size", 1024)) <= AUTO_LOOP_MAX_HIDDEN else "nn_gru"
+
+
 def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> dict[str, Any]:
     """Pretrain and evaluate again the run of ``result_file`` and compare.
 
@@ -64,13 +87,15 @@ def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> d
     from scratch in a fresh folder under ``runs_root`` (a temporary folder by default), so no
     checkpoint of the original run is reused.
 
-    Returns ``{"result_file", "then": {commit, dirty, hardware, created}, "now": {...},
+    The re-run steps through time on the path the file records (:func:`recorded_recurrence_path`).
+
+    Returns ``{"result_file", "then": {commit, dirty, hardware, created}, "now": {...}, "recurrence_path",
     "metrics": [rows of compare], "final_log_row": [rows of compare], "identical": bool}``.
     """
     import torch
 
     from .config import ExperimentConfig, config_digest
-    from .experiments import git_commit, hardware, load_record
+    from .experiments import git_commit, hardware, load_record, recurrence_path
     from .pipeline import evaluate_model, pretrained_model
 
     path = Path(result_file)
@@ -86,6 +111,9 @@ def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> d
     protocols = tuple(dict.fromkeys(PROTOCOL_OF_ROW[row["protocol"]] for row in record["metrics"]
                                     if row.get("protocol") in PROTOCOL_OF_ROW))
     trained = "pretraining" in record or bool(record.get("final_log_row"))
+    path_then = recorded_recurrence_path(record)
+    if path_then is not None and path_then != recurrence_path(cfg):
+        cfg = cfg.replace({"encoder.recurrence": path_then})    # the path the run took, not today's auto
     code = git_commit()                   # the code that runs, before it runs
     threads, before = (record.get("hardware") or {}).get("torch_threads"), torch.get_num_threads()
     if runs_root is not None:
@@ -107,6 +135,7 @@ def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> d
         "then": {"commit": record.get("commit"), "dirty": record.get("dirty"),
                  "hardware": record.get("hardware"), "created": record.get("created")},
         "now": {**code, "hardware": now_hardware},
+        "recurrence_path": path_then,
         "protocols": list(protocols),
         "metrics": metric_rows, "final_log_row": log_rows,
         "identical": identical(metric_rows) and identical(log_rows),
@@ -117,7 +146,8 @@ def summary_lines(report: Mapping[str, Any], limit: int = 12) -> list[str]:
     """A short text account of :func:`reproduce`'s report: the verdict and the largest differences."""
     rows = [r for r in [*report["metrics"], *report["final_log_row"]] if not same(r)]
     lines = [f"{report['result_file']}: made at {str(report['then']['commit'])[:10]}, "
-             f"re-run at {str(report['now']['commit'])[:10]}"]
+             f"re-run at {str(report['now']['commit'])[:10]}"
+             + (f", both on the {report['recurrence_path']} path" if report.get("recurrence_path") else "")]
     if report["identical"]:
         lines.append(f"identical bit for bit: {len(report['metrics'])} accuracies and "
                      f"{len(report['final_log_row'])} columns of the last log row")

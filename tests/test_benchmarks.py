@@ -40,7 +40,7 @@ def test_bench_book_steps_runs_both_recurrences_on_the_same_function(tmp_path):
     report = bench_book_steps.main(["--steps", "2", "--warmup", "1", "--methods", "cmd", "--profile", "smoke",
                          "--out", str(tmp_path / "book_steps")])
     (result,) = report["results"]
-    assert result["auto_resolves_to"] == "loop" and result["speed_up"] > 0
+    assert result["auto_resolves_to"] == "fused" and result["speed_up"] > 0
     assert result["max_rel_loss_diff"] < 1e-4            # the same function, up to rounding
     assert "speed-up" in (tmp_path / "book_steps.md").read_text()
     with pytest.raises(ValueError, match="nothing to compare"):   # --compile is what tells the two apart

@@ -106,7 +106,7 @@ def test_flatten_frames_uses_v_c_m_order():
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("train_mode", [True, False])
-@pytest.mark.parametrize("recurrence", ["loop", "nn_gru", "auto", "grouped"])
+@pytest.mark.parametrize("recurrence", ["loop", "nn_gru", "auto", "grouped", "fused"])
 def test_causal_twin_gru_equals_per_frame_reference(dtype, tol, train_mode, recurrence):
     hidden, layers = 8, 3
     gru, norm = reference_bigru(hidden, layers, dtype), random_norm(dtype)
@@ -138,21 +138,22 @@ def test_causal_twin_gru_equals_handwritten_equations():
         assert torch.allclose(ours(x), seq[:, -1], atol=1e-12, rtol=0)
 
 
-def test_loop_auto_and_nn_gru_give_the_same_gradients():
-    """The hand-written backward of the time loop against autograd through ``nn.GRU``."""
+def test_loop_fused_auto_and_nn_gru_give_the_same_gradients():
+    """The hand-written backwards of the time loops against autograd through ``nn.GRU``."""
     hidden, layers = 6, 3
     grads = {}
-    for recurrence in ("loop", "nn_gru", "auto"):
+    for recurrence in ("loop", "fused", "nn_gru", "auto"):
         torch.manual_seed(3)
         enc = CausalTwinGRU(FEATURES, hidden, layers, recurrence).double()
         x = random_clips().requires_grad_(True)
         weights = torch.randn(N, 2 * hidden, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
         (enc(x) * weights).sum().backward()
         grads[recurrence] = {"input": x.grad, **{k: p.grad for k, p in enc.named_parameters()}}
-    assert grads["loop"].keys() == grads["nn_gru"].keys() == grads["auto"].keys()
+    assert grads["loop"].keys() == grads["fused"].keys() == grads["nn_gru"].keys() == grads["auto"].keys()
     for name, got in grads["loop"].items():
         assert torch.allclose(got, grads["nn_gru"][name], atol=1e-12, rtol=0), name
-        assert torch.equal(got, grads["auto"][name]), name      # auto took the loop at this size
+        assert torch.allclose(grads["fused"][name], grads["nn_gru"][name], atol=1e-12, rtol=0), name
+        assert torch.equal(grads["fused"][name], grads["auto"][name]), name   # auto took fused at this size
 
 
 def test_gru_recurrence_gradcheck_and_outputs_of_every_frame():
@@ -219,19 +220,21 @@ def test_grouped_gru_layer_gradcheck_and_shape_errors():
 def test_recurrence_choice():
     frames = torch.zeros(2, 3, FEATURES)
     default = CausalTwinGRU(FEATURES, 4, 1)
-    assert default.recurrence == EncoderConfig().recurrence == "auto" and default.uses_loop(frames)
+    assert default.recurrence == EncoderConfig().recurrence == "auto" and default.path(frames) == "fused"
     assert not CausalTwinGRU(FEATURES, 4, 1, "nn_gru").uses_loop(frames)
     enc = build_encoder(EncoderConfig(hidden_size=4, num_layers=1, recurrence="loop"))
     assert enc.recurrence == "loop" and enc.uses_loop(frames)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not enc.uses_loop(frames)        # autocast falls back to nn.GRU
-    assert set(RECURRENCES) == {"auto", "loop", "nn_gru", "grouped"}
+    assert set(RECURRENCES) == {"auto", "loop", "nn_gru", "grouped", "fused"}
     grouped = CausalTwinGRU(FEATURES, 4, 1, "grouped")
     assert grouped.path(frames) == "grouped" and not grouped.uses_loop(frames)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert grouped.path(frames) == "nn_gru"
     # auto: the path measured faster per size (benchmarks/results/step.md) and device
-    assert resolve_recurrence("auto", 64) == "loop" and resolve_recurrence("auto", 1024) == "nn_gru"
+    assert resolve_recurrence("auto", 64) == "fused" and resolve_recurrence("auto", 1024) == "nn_gru"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert default.path(frames) == "nn_gru"
     assert resolve_recurrence("auto", 64, "cuda") == "nn_gru" and resolve_recurrence("nn_gru", 64) == "nn_gru"
     assert not CausalTwinGRU(FEATURES, 1024, 1).uses_loop(frames[..., :FEATURES])
     with pytest.raises(ValueError, match="unknown recurrence 'cudnn'"):

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("basics", ["utils", "exchange", "progress"]),
     ("data", ["data", "data.*"]),
     ("losses, encoders, files", ["losses", "losses.*", "dna", "imd", "models", "models.encoders",
-                                 "models.gru_recurrence", "models.cmd_checkpoint", "checkpoint"]),
+                                 "models.gru_recurrence", "models.fused_gru", "models.cmd_checkpoint", "checkpoint"]),
     ("MoCo mechanism", ["models.moco"]),
     ("methods, diagnostics, evaluation", ["methods", "diagnostics", "models.pretrained", "distributed",
                                           "eval", "eval.*", "evaluate"]),

@@ -175,27 +175,29 @@ def test_state_dict_keys_are_those_of_earlier_checkpoints(method):
     assert list(make_model(method).state_dict()) == recorded[method]
 
 
+@pytest.mark.parametrize("recurrence", ["grouped", "fused"])
 @pytest.mark.parametrize("method", ["moco3", "cmd", "i2md"])
-def test_grouped_recurrence_trains_the_same_function_as_the_loop(method):
+def test_grouped_and_fused_recurrences_train_the_same_function_as_the_loop(method, recurrence):
     """20 SGD steps from the same weights on the same batches: the streams' encoders stepped as
-    one grouped time loop give the losses of the per-encoder loop path (rounding only)."""
+    one grouped time loop, or each layer as one fused operation, give the losses of the
+    per-encoder loop path (rounding only)."""
     from i2md_lib.train import train_step
 
     base = make_model(method, **{"pretrain.dna_warmup_epochs": 0})
     losses = {}
-    for recurrence in ("loop", "grouped"):
+    for path in ("loop", recurrence):
         model = copy.deepcopy(base).train()
         for side in ("query", "key"):
             for encoder in model.encoders(side).values():
-                encoder.recurrence = recurrence
+                encoder.recurrence = path
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
-        losses[recurrence] = []
+        losses[path] = []
         for step in range(20):
             view_q, view_k = views(16, 12, seed=step)
             terms, _ = train_step(model, model, view_q, view_k, epoch=1, index=torch.arange(16) + 16 * step)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
-            losses[recurrence].append(float(terms["total"].detach()))
-    rel = [abs(a - b) / abs(b) for a, b in zip(losses["grouped"], losses["loop"])]
+            losses[path].append(float(terms["total"].detach()))
+    rel = [abs(a - b) / abs(b) for a, b in zip(losses[recurrence], losses["loop"])]
     assert max(rel) <= 1e-5, rel

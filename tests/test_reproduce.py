@@ -120,3 +120,28 @@ def test_reproduction_table_shows_the_accuracies_asked_for(smoke_results):
     table = reproduce.reproduction_table([untrained], ["knn motion top1@k=1", "no such accuracy"])
     assert table.loc[0, "knn motion top1@k=1, then"] == table.loc[0, "knn motion top1@k=1, now"]
     assert table[["no such accuracy, then", "no such accuracy, now"]].isna().all(axis=None)
+
+
+def test_a_result_file_from_before_the_fused_path_is_repeated_on_the_loop(tmp_path, monkeypatch):
+    """Files made before ``fused`` record no path; ``auto`` then took ``loop`` on a CPU at small
+    sizes, so the re-run takes ``loop`` too and the numbers come back bit for bit."""
+    from i2md_lib.models import encoders
+
+    today = encoders.resolve_recurrence
+    monkeypatch.setattr(encoders, "resolve_recurrence",           # the rule of the older commits
+                        lambda r, h, d="cpu": "loop" if today(r, h, d) == "fused" else today(r, h, d))
+    experiments.run_suite("main", "smoke", seeds=[0], variants=["moco3"], out_root=tmp_path / "results",
+                          runs_root=tmp_path / "runs")
+    monkeypatch.setattr(encoders, "resolve_recurrence", today)
+    path = experiments.result_path("smoke", "main", "moco3", 0, tmp_path / "results")
+    record = json.loads(path.read_text())
+    assert record["recurrence_path"] == "loop" and record["config"]["encoder"]["recurrence"] == "auto"
+    del record["recurrence_path"]                                 # as an older library wrote it
+    path.write_text(json.dumps(record))
+    assert reproduce.recorded_recurrence_path(record) == "loop"
+    report = reproduce.reproduce(path)
+    assert report["recurrence_path"] == "loop" and report["identical"], reproduce.summary_lines(report)
+    assert "both on the loop path" in reproduce.summary_lines(report)[0]
+    on_gpu = {**record, "hardware": {**record["hardware"], "cuda": "some GPU"}}
+    assert reproduce.recorded_recurrence_path(on_gpu) == "nn_gru"
+    assert reproduce.recorded_recurrence_path({"config": {"encoder": {"kind": "bigru"}}}) is None

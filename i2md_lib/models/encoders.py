@@ -16,8 +16,10 @@ reference's ``(V, C, M)`` order (:func:`flatten_frames`). Two recurrent encoders
     of one call per frame). Two CPU paths with a hand-written backward
     (:mod:`.gru_recurrence`): ``loop`` steps both cells of a layer together, and
     ``grouped`` (opt-in) steps the cells of *all streams* of a MoCo side together
-    (:func:`encode_streams`), with fewer operations per frame. What each saves per pretraining step is measured in
-    ``benchmarks/results/step.md`` and ``benchmarks/results/book_steps.md``.
+    (:func:`encode_streams`), with fewer operations per frame; and ``fused``
+    (:mod:`.fused_gru`, what ``auto`` takes on a CPU at small sizes) runs each layer's input
+    product, time loop and backward as one operation. What each saves per pretraining step is
+    measured in ``benchmarks/results/step.md``, ``book_steps.md`` and ``book_steps_fused.md``.
 
 ``bigru`` -- :class:`BiGRUEncoder`
     A true bidirectional GRU over the whole clip: the forward direction reads frames
@@ -35,9 +37,11 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..config import EncoderConfig
 from ..skeleton import LAYOUTS
+from .fused_gru import fused_gru_layer
 from .gru_recurrence import grouped_gru_layer, gru_recurrence
 
 #: Prefixes of the reference ``BIGRU`` module's state dict (``moco/GRU.py``).
@@ -51,27 +55,31 @@ GRU_TENSOR_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 #: (:func:`~.gru_recurrence.gru_recurrence`). ``grouped``: one loop over frames for the
 #: cells of every stream encoded together (:func:`encode_streams`; alone, its two cells),
 #: with the gate arithmetic cut to five operations per frame forward and seven backward
-#: (:func:`~.gru_recurrence.grouped_gru_layer`). ``loop`` and ``grouped`` are not used
+#: (:func:`~.gru_recurrence.grouped_gru_layer`). ``fused``: each layer's input product, time
+#: loop and backward as one operation writing into buffers laid out as the next step reads
+#: them, with the input BatchNorm's scale and shift folded into the first layer
+#: (:func:`~.fused_gru.fused_gru_layer`). ``loop``, ``grouped`` and ``fused`` are not used
 #: under autocast (they fall back to ``nn_gru``). ``auto`` (the default): per size and
 #: device, the path the benchmarks measured as faster (:func:`resolve_recurrence`). All
 #: compute the same function; they differ in the rounding of float sums.
-RECURRENCES = ("auto", "nn_gru", "loop", "grouped")
-#: ``auto`` takes the time loop (``loop``) on a CPU up to this hidden size: at the book's
-#: 2 x 64 it measured 1.56x the per-frame reference against 1.26x for ``nn_gru``; at the
-#: paper's 3 x 1024 the two were level within the noise (``benchmarks/results/step.md``).
-#: ``grouped`` is opt-in: at the book's size it was not clearly faster than ``loop``
-#: (``benchmarks/results/book_steps_grouped.md``).
+RECURRENCES = ("auto", "nn_gru", "loop", "grouped", "fused")
+#: ``auto`` takes a time loop on a CPU up to this hidden size: at the book's 2 x 64 ``loop``
+#: measured 1.56x the per-frame reference against 1.26x for ``nn_gru``, at the paper's
+#: 3 x 1024 the two were level within the noise (``benchmarks/results/step.md``), and
+#: ``fused`` trains 1.24x to 1.27x faster per book step than ``loop``
+#: (``benchmarks/results/book_steps_fused.md``). ``grouped`` is opt-in: at the book's size it
+#: was not clearly faster than ``loop`` (``benchmarks/results/book_steps_grouped.md``).
 AUTO_LOOP_MAX_HIDDEN = 256
 
 
 def resolve_recurrence(recurrence: str, hidden_size: int, device_type: str = "cpu") -> str:
     """The path ``recurrence`` takes for a ``hidden_size`` encoder on ``device_type``:
-    ``auto`` becomes ``loop`` on a CPU up to :data:`AUTO_LOOP_MAX_HIDDEN`, else ``nn_gru``."""
+    ``auto`` becomes ``fused`` on a CPU up to :data:`AUTO_LOOP_MAX_HIDDEN`, else ``nn_gru``."""
     if recurrence not in RECURRENCES:
         raise ValueError(f"unknown recurrence {recurrence!r}; choose one of {', '.join(RECURRENCES)}")
     if recurrence != "auto":
         return recurrence
-    return "loop" if device_type == "cpu" and hidden_size <= AUTO_LOOP_MAX_HIDDEN else "nn_gru"
+    return "fused" if device_type == "cpu" and hidden_size <= AUTO_LOOP_MAX_HIDDEN else "nn_gru"
 #: Buffers and parameters of ``nn.BatchNorm1d``.
 NORM_TENSOR_NAMES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -270,6 +278,8 @@ class CausalTwinGRU(SequenceEncoder):
         path = self.path(frames)
         if path == "grouped":
             return encode_grouped([self], [self.normed_frames(frames)])[0]
+        if path == "fused":
+            return self.encode_fused(frames)
         seq = self.normed_frames(frames).transpose(1, 2)  # BN over (N, T)
         if path == "loop":
             seq = seq.transpose(0, 1)      # (T, N, F): frames outermost for the time loop
@@ -280,6 +290,33 @@ class CausalTwinGRU(SequenceEncoder):
             seq = layer(seq)    # (N, T, 2H)
         return seq[:, -1]       # (N, 2H): both cells after the last frame
 
+    def encode_fused(self, frames: torch.Tensor) -> torch.Tensor:
+        """The ``fused`` path: ``frames (N, T, input_size)`` -> ``(N, 2*hidden_size)``, every
+        layer one :func:`~.fused_gru.fused_gru_layer` on time-major rows ``(T*N, features)``.
+
+        The input BatchNorm's scale and shift are folded into the first layer's input weights
+        (:func:`normed_input_weights`), so the backward never forms the gradient of the frames.
+        """
+        n, t, _ = frames.shape
+        rows = frames.transpose(0, 1).reshape(t * n, -1)              # (T*N, F), time-major
+        norm = self.input_norm
+        folded = type(norm) is nn.BatchNorm1d and norm.affine
+        if folded:
+            seq = normalise_rows(norm, rows)                          # BatchNorm without scale and shift
+        else:                                                         # e.g. the global BatchNorm of torchrun
+            seq = norm(rows.view(t, n, -1).permute(1, 2, 0)).permute(2, 0, 1).reshape(t * n, -1)
+        for l, layer in enumerate(self.layers):
+            a, b = layer.cell_a, layer.cell_b
+            w_ih = torch.cat([a.weight_ih_l0, b.weight_ih_l0])               # (2*3H, in)
+            b_ih = torch.cat([a.bias_ih_l0, b.bias_ih_l0])                   # (2*3H,)
+            if l == 0 and folded:
+                w_ih, b_ih = normed_input_weights(w_ih, b_ih, norm.weight, norm.bias)
+            seq = fused_gru_layer(seq, w_ih, b_ih, torch.stack([a.weight_hh_l0, b.weight_hh_l0]),
+                                  torch.stack([a.bias_hh_l0, b.bias_hh_l0]), t,
+                                  last_only=l == self.num_layers - 1)
+            seq = seq.view(-1, seq.shape[-1])                       # (T*N, 2H), or (N, 2H) at the top
+        return seq
+
     def reference_key_map(self) -> dict[str, str]:
         key_map = _norm_key_map()
         for l in range(self.num_layers):
@@ -287,6 +324,31 @@ class CausalTwinGRU(SequenceEncoder):
                 key_map[f"{REFERENCE_GRU_PREFIX}{name}_l{l}"] = f"layers.{l}.cell_a.{name}_l0"
                 key_map[f"{REFERENCE_GRU_PREFIX}{name}_l{l}_reverse"] = f"layers.{l}.cell_b.{name}_l0"
         return key_map
+
+
+def normalise_rows(norm: nn.BatchNorm1d, rows: torch.Tensor) -> torch.Tensor:
+    """What ``norm`` does to ``rows (T*N, F)`` without its scale and shift: ``(x - mean) / std``.
+
+    Statistics over all rows in training mode (those of the ``(N, F, T)`` input, frames and
+    clips together), the running ones in eval mode; the running statistics and the batch
+    counter move exactly as a call of ``norm`` would move them.
+    """
+    factor = 0.0 if norm.momentum is None else norm.momentum
+    if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+    use_batch = norm.training or (norm.running_mean is None and norm.running_var is None)
+    keep = not norm.training or norm.track_running_stats
+    return F.batch_norm(rows, norm.running_mean if keep else None, norm.running_var if keep else None,
+                        None, None, use_batch, factor, norm.eps)
+
+
+def normed_input_weights(w_ih: torch.Tensor, b_ih: torch.Tensor, scale: torch.Tensor,
+                         shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold a BatchNorm's ``scale`` and ``shift`` ``(F,)`` into the input weights ``(3H', F)``
+    and biases ``(3H',)`` of the layer that reads it: ``W (scale * x + shift) + b =
+    (W scale) x + (W shift + b)``. Gradients reach all four through these small products."""
+    return w_ih * scale, torch.addmv(b_ih, w_ih, shift)
 
 
 def encode_grouped(encoders: Sequence[CausalTwinGRU], normed: Sequence[torch.Tensor]) -> torch.Tensor:

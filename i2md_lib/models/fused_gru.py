@@ -1,0 +1,177 @@
+"""One GRU layer of several cells -- input product, time loop and backward -- as one operation.
+
+This is the ``fused`` CPU path of :class:`~i2md_lib.models.encoders.CausalTwinGRU`
+(``encoder.recurrence = "fused"``, what ``auto`` takes on a CPU at small sizes). It computes
+the same function as ``nn.GRU`` (PyTorch's gate order r, z, n)::
+
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)      z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))   h' = (1 - z) * n + z * h
+
+for ``G`` cells that read the same input (the two causal cells of a layer), but arranges the
+work so that a small step spends its time in arithmetic rather than in moving memory:
+
+* **one input product** for all cells and frames, ``(T*N, F) @ (F, G*3H)``, with the recurrent
+  biases of r and z folded into its bias, so that a frame's r and z pre-activations are the
+  recurrent product plus one addition;
+* every frame's results are **written in place** into buffers laid out as the next step
+  reads them: the states straight into ``(T, N, G*H)``, which is the next layer's input
+  matrix, and the gates into ``(T, G, N, 3H)``, so no layout copy follows the loop;
+* ``tanh(a)`` is computed as ``2 sigmoid(2 a) - 1`` (the same value up to rounding; on this
+  CPU ``tanh`` measured about four times slower per element than ``sigmoid``), the factor 2
+  applied to the input weights, where it is exact;
+* the **backward is written out**: the gate derivatives that do not depend on the incoming
+  gradient are computed for all frames at once, the loop over frames does only what the
+  recurrence needs, and the weight gradients are a few products over all frames at the end;
+* the gradient with respect to the layer's input is computed only when asked for. The
+  encoder feeds the first layer the *normalised* frames and folds BatchNorm's scale and shift
+  into that layer's weights (:func:`~i2md_lib.models.encoders.normed_input_weights`), so the
+  largest product of the backward, the gradient for the raw frames, is never needed.
+
+Float64 agreement with ``nn.GRU`` to 1e-12 is tested in ``tests/test_fused_gru.py``; the
+speed is measured in ``benchmarks/results/book_steps_fused.md``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def fused_gru_layer(x: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hh: Tensor,
+                    frames: int, last_only: bool = False) -> Tensor:
+    """``G`` GRU cells over ``T`` frames of a time-major input, from zero states.
+
+    Args:
+        x: the input, time-major, ``(T*N, F)`` (row ``t*N + i``: clip ``i``, frame ``t``).
+        w_ih, b_ih: the cells' input weights ``(G*3H, F)`` and biases ``(G*3H,)``, cell after cell.
+        w_hh, b_hh: recurrent weights ``(G, 3H, H)`` and biases ``(G, 3H)``.
+        frames: ``T``.
+        last_only: return only the states after the last frame.
+
+    Returns:
+        The cells' states after every frame, ``(T, N, G*H)`` (cell ``g`` in columns
+        ``g*H:(g+1)*H``), or with ``last_only`` after the last frame, ``(N, G*H)``.
+    """
+    g, h3, h = w_hh.shape if w_hh.dim() == 3 else (0, 0, 0)
+    tn = x.shape[0] if x.dim() == 2 else -1
+    if (w_hh.dim() != 3 or h3 != 3 * h or b_hh.shape != (g, h3) or w_ih.dim() != 2
+            or w_ih.shape[0] != g * h3 or b_ih.shape != (g * h3,) or x.dim() != 2
+            or x.shape[1] != w_ih.shape[1] or frames < 1 or tn % frames):
+        raise ValueError(f"fused GRU layer shapes do not fit: x {tuple(x.shape)} (T*N, F) with T = {frames}, "
+                         f"w_ih {tuple(w_ih.shape)} (G*3H, F), b_ih {tuple(b_ih.shape)}, "
+                         f"w_hh {tuple(w_hh.shape)} (G, 3H, H), b_hh {tuple(b_hh.shape)} (G, 3H)")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w_ih, b_ih, w_hh, b_hh)):
+        out = _FusedGRULayer.apply(x, w_ih, b_ih, w_hh, b_hh, frames, last_only)
+    else:
+        out = _forward(x, w_ih, b_ih, w_hh, b_hh, frames, save=False)[0]
+        out = out[-1] if last_only else out
+    return out
+
+
+def _input_pre_activations(x: Tensor, w_ih: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
+    """``[W_ir x + b_ir + b_hr, W_iz x + b_iz + b_hz, 2 (W_in x + b_in)]`` for every row of
+    ``x (T*N, F)`` and cell: ``(T*N, G*3H)``."""
+    g, h3 = b_hh.shape
+    h = h3 // 3
+    scale = x.new_ones(1, 3, 1)
+    scale[0, 2] = 2
+    weight = (w_ih.view(g, 3, h, -1) * scale.unsqueeze(-1)).view(g * h3, -1)
+    bias = b_ih.view(g, 3, h) + torch.cat([b_hh[:, :2 * h], torch.zeros_like(b_hh[:, :h])], 1).view(g, 3, h)
+    return torch.addmm((bias * scale).view(-1), x, weight.t())
+
+
+def _forward(x: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hh: Tensor, frames: int,
+             save: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The time loop. Returns the states ``(T, N, G*H)`` and, with ``save``, the gates
+    ``(T, G, N, 3H)`` = ``[r, z, W_hn h + b_hn]`` and the candidate states ``(T, G, N, H)``."""
+    g, h3, h = w_hh.shape
+    n = x.shape[0] // frames
+    gi = _input_pre_activations(x, w_ih, b_ih, b_hh).view(frames, n, g, h3).transpose(1, 2)  # (T, G, N, 3H)
+    gi_rz, gi_n = gi[..., :2 * h].unbind(0), gi[..., 2 * h:].unbind(0)
+    w_hh_t = w_hh.transpose(1, 2)                                       # (G, H, 3H)
+    bias_n = torch.cat([torch.zeros_like(b_hh[:, :2 * h]), b_hh[:, 2 * h:]], 1).unsqueeze(1)  # (G, 1, 3H)
+    out = x.new_empty(frames, n, g * h)
+    news = out.view(frames, n, g, h).transpose(1, 2).unbind(0)          # (G, N, H) views
+    gates = x.new_empty(frames if save else 1, g, n, h3)
+    cands = x.new_empty(frames if save else 1, g, n, h)
+    gate_t, rz_t, r_t, z_t, ghn_t, cand_t = (
+        v.unbind(0) for v in (gates, gates[..., :2 * h], gates[..., :h], gates[..., h:2 * h], gates[..., 2 * h:], cands))
+    if not save:
+        gate_t, rz_t, r_t, z_t, ghn_t, cand_t = (v * frames for v in (gate_t, rz_t, r_t, z_t, ghn_t, cand_t))
+    two, minus_one = x.new_tensor(2.0), x.new_tensor(-1.0)
+    state = None
+    for t in range(frames):
+        gate, cand = gate_t[t], cand_t[t]
+        if state is None:
+            gate.copy_(bias_n.expand(g, n, h3))
+        else:
+            torch.baddbmm(bias_n, state, w_hh_t, out=gate)             # [W_hr h, W_hz h, W_hn h + b_hn]
+        rz_t[t].add_(gi_rz[t]).sigmoid_()
+        torch.addcmul(gi_n[t], r_t[t], ghn_t[t], value=2, out=cand).sigmoid_()
+        torch.addcmul(minus_one, cand, two, out=cand)                   # tanh of the candidate
+        if state is None:
+            torch.mul(cand, 1 - z_t[t], out=news[t])
+        else:
+            torch.lerp(cand, state, z_t[t], out=news[t])                # (1 - z) n + z h
+        state = news[t]
+    return out, (gates if save else None), (cands if save else None)
+
+
+class _FusedGRULayer(torch.autograd.Function):
+    """Autograd of :func:`fused_gru_layer` with the backward written out."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hh: Tensor,  # type: ignore[override]
+                frames: int, last_only: bool) -> Tensor:
+        out, gates, cands = _forward(x, w_ih, b_ih, w_hh, b_hh, frames, save=True)
+        ctx.save_for_backward(x, w_ih, w_hh, out, gates, cands)
+        ctx.last_only = last_only
+        return out[-1] if last_only else out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_out: Tensor):  # type: ignore[override]
+        x, w_ih, w_hh, out, gates, cands = ctx.saved_tensors
+        t_len, g, n, h3 = gates.shape
+        h = h3 // 3
+        out_cells = out.view(t_len, n, g, h).transpose(1, 2)            # (T, G, N, H) view
+        r, z, gh_n = gates[..., :h], gates[..., h:2 * h], gates[..., 2 * h:]
+        # gate derivatives that do not depend on the incoming gradient, all frames at once
+        one = x.new_tensor(1.0)
+        dn_coef = torch.addcmul(one, cands, cands, value=-1).mul_(torch.sub(one, z))    # (1 - z)(1 - n^2)
+        dz_coef = torch.neg(cands)
+        dz_coef[1:] += out_cells[:-1]
+        dz_coef.mul_(torch.addcmul(z, z, z, value=-1))                  # (h - n) z (1 - z)
+        dr_coef = torch.addcmul(r, r, r, value=-1).mul_(gh_n)           # (W_hn h + b_hn) r (1 - r)
+        d_gh = x.new_empty(t_len, n, g, h3)        # gradient of [W_hr h + b_hr, W_hz h + b_hz, W_hn h + b_hn]
+        d_n_all = x.new_empty(t_len, n, g, h)      # ... of the candidate's pre-activation
+        d_gh_t = d_gh.transpose(1, 2).unbind(0)                         # (G, N, 3H) views
+        d_r_t, d_z_t, d_ghn_t = (v.transpose(1, 2).unbind(0) for v in (d_gh[..., :h], d_gh[..., h:2 * h], d_gh[..., 2 * h:]))
+        d_n_t = d_n_all.transpose(1, 2).unbind(0)
+        dn_c, dz_c, dr_c, r_c, z_c = (v.unbind(0) for v in (dn_coef, dz_coef, dr_coef, r, z))
+        if ctx.last_only:
+            d_state = d_out.view(n, g, h).transpose(0, 1)
+            d_frames = None
+        else:
+            d_frames = d_out.view(t_len, n, g, h).transpose(1, 2).unbind(0)   # (G, N, H) views
+            d_state = d_frames[-1]
+        w_hh_c = w_hh.contiguous()
+        for t in range(t_len - 1, -1, -1):
+            if t < t_len - 1 and d_frames is not None:
+                d_state = d_state + d_frames[t]
+            d_n = torch.mul(d_state, dn_c[t], out=d_n_t[t])
+            torch.mul(d_state, dz_c[t], out=d_z_t[t])
+            torch.mul(d_n, dr_c[t], out=d_r_t[t])
+            torch.mul(d_n, r_c[t], out=d_ghn_t[t])
+            if t:
+                d_state = torch.baddbmm(d_state * z_c[t], d_gh_t[t], w_hh_c)
+        # weight gradients: a few products over all frames (no state before the first frame)
+        prev = out[:-1].view((t_len - 1) * n, g, h).transpose(0, 1)     # (G, (T-1)N, H)
+        d_w_hh = torch.bmm(d_gh[1:].view((t_len - 1) * n, g, h3).permute(1, 2, 0), prev)   # (G, 3H, H)
+        d_b_hh = d_gh.view(-1, g, h3).sum(0)
+        d_gh[..., 2 * h:] = d_n_all                                     # now the gradient of the input pre-activations
+        d_gi = d_gh
+        d_gi_rows = d_gi.view(t_len * n, g * h3)
+        d_w_ih = d_gi_rows.t().mm(x) if ctx.needs_input_grad[1] else None
+        d_b_ih = d_gi_rows.sum(0) if ctx.needs_input_grad[2] else None
+        d_x = d_gi_rows.mm(w_ih) if ctx.needs_input_grad[0] else None
+        return d_x, d_w_ih, d_b_ih, d_w_hh, d_b_hh, None, None
