@@ -19,9 +19,11 @@ work so that a small step spends its time in arithmetic rather than in moving me
 * ``tanh(a)`` is computed as ``2 sigmoid(2 a) - 1`` (the same value up to rounding; on this
   CPU ``tanh`` measured about four times slower per element than ``sigmoid``), the factor 2
   applied to the input weights, where it is exact;
-* the **backward is written out**: the gate derivatives that do not depend on the incoming
-  gradient are computed for all frames at once, the loop over frames does only what the
-  recurrence needs, and the weight gradients are a few products over all frames at the end;
+* the **backward is written out**: every gradient of a frame is the state's gradient times a
+  factor that does not depend on it, so the factors are computed for all frames at once and
+  the loop over frames does three operations (one product of the state's gradient with the
+  factors, one with the update gate, one matrix product); the weight gradients are a few
+  products over all frames at the end;
 * the gradient with respect to the layer's input is computed only when asked for. The
   encoder feeds the first layer the *normalised* frames and folds BatchNorm's scale and shift
   into that layer's weights (:func:`~i2md_lib.models.encoders.normed_input_weights`), so the
@@ -135,40 +137,41 @@ class _FusedGRULayer(torch.autograd.Function):
         h = h3 // 3
         out_cells = out.view(t_len, n, g, h).transpose(1, 2)            # (T, G, N, H) view
         r, z, gh_n = gates[..., :h], gates[..., h:2 * h], gates[..., 2 * h:]
-        # gate derivatives that do not depend on the incoming gradient, all frames at once
+        # Every gradient of a frame is the state's gradient d_h times a factor that does not depend
+        # on it: d(pre-activation of n) = d_h (1 - z)(1 - n^2), d(pre-act. of z) = d_h (h_prev - n) z (1 - z),
+        # and the gradient of W_h h + b_h is d_h * [dn dr, dz, dn r] with dr = (W_hn h + b_hn) r (1 - r).
+        # The factors are computed for all frames at once; the loop only multiplies and steps back.
         one = x.new_tensor(1.0)
-        dn_coef = torch.addcmul(one, cands, cands, value=-1).mul_(torch.sub(one, z))    # (1 - z)(1 - n^2)
-        dz_coef = torch.neg(cands)
-        dz_coef[1:] += out_cells[:-1]
-        dz_coef.mul_(torch.addcmul(z, z, z, value=-1))                  # (h - n) z (1 - z)
-        dr_coef = torch.addcmul(r, r, r, value=-1).mul_(gh_n)           # (W_hn h + b_hn) r (1 - r)
+        dn = torch.addcmul(one, cands, cands, value=-1).mul_(torch.sub(one, z))          # (T, G, N, H)
+        factors = x.new_empty(t_len, g, n, 3, h)                        # for [r, z, n] of W_h h + b_h
+        torch.mul(torch.addcmul(r, r, r, value=-1).mul_(gh_n), dn, out=factors[..., 0, :])
+        torch.neg(cands[0], out=factors[0, ..., 1, :])
+        torch.sub(out_cells[:-1], cands[1:], out=factors[1:, ..., 1, :])
+        factors[..., 1, :].mul_(torch.addcmul(z, z, z, value=-1))
+        torch.mul(dn, r, out=factors[..., 2, :])
         d_gh = x.new_empty(t_len, n, g, h3)        # gradient of [W_hr h + b_hr, W_hz h + b_hz, W_hn h + b_hn]
-        d_n_all = x.new_empty(t_len, n, g, h)      # ... of the candidate's pre-activation
-        d_gh_t = d_gh.transpose(1, 2).unbind(0)                         # (G, N, 3H) views
-        d_r_t, d_z_t, d_ghn_t = (v.transpose(1, 2).unbind(0) for v in (d_gh[..., :h], d_gh[..., h:2 * h], d_gh[..., 2 * h:]))
-        d_n_t = d_n_all.transpose(1, 2).unbind(0)
-        dn_c, dz_c, dr_c, r_c, z_c = (v.unbind(0) for v in (dn_coef, dz_coef, dr_coef, r, z))
+        d_gh_t = d_gh.view(t_len, n, g, 3, h).transpose(1, 2).unbind(0)   # (G, N, 3, H) views
+        d_states = x.new_empty(t_len, g, n, h)                          # the states' gradients
+        d_states_t, factors_t, z_t = d_states.unbind(0), factors.unbind(0), z.unbind(0)
+        w_hh_c = w_hh.contiguous()
         if ctx.last_only:
-            d_state = d_out.view(n, g, h).transpose(0, 1)
+            d_states_t[-1].copy_(d_out.view(n, g, h).transpose(0, 1))
             d_frames = None
         else:
             d_frames = d_out.view(t_len, n, g, h).transpose(1, 2).unbind(0)   # (G, N, H) views
-            d_state = d_frames[-1]
-        w_hh_c = w_hh.contiguous()
+            d_states_t[-1].copy_(d_frames[-1])
         for t in range(t_len - 1, -1, -1):
+            d_state = d_states_t[t]
             if t < t_len - 1 and d_frames is not None:
-                d_state = d_state + d_frames[t]
-            d_n = torch.mul(d_state, dn_c[t], out=d_n_t[t])
-            torch.mul(d_state, dz_c[t], out=d_z_t[t])
-            torch.mul(d_n, dr_c[t], out=d_r_t[t])
-            torch.mul(d_n, r_c[t], out=d_ghn_t[t])
+                d_state.add_(d_frames[t])
+            d_gh_frame = torch.mul(d_state.unsqueeze(2), factors_t[t], out=d_gh_t[t])
             if t:
-                d_state = torch.baddbmm(d_state * z_c[t], d_gh_t[t], w_hh_c)
+                torch.baddbmm(d_state * z_t[t], d_gh_frame.view(g, n, h3), w_hh_c, out=d_states_t[t - 1])
         # weight gradients: a few products over all frames (no state before the first frame)
         prev = out[:-1].view((t_len - 1) * n, g, h).transpose(0, 1)     # (G, (T-1)N, H)
         d_w_hh = torch.bmm(d_gh[1:].view((t_len - 1) * n, g, h3).permute(1, 2, 0), prev)   # (G, 3H, H)
         d_b_hh = d_gh.view(-1, g, h3).sum(0)
-        d_gh[..., 2 * h:] = d_n_all                                     # now the gradient of the input pre-activations
+        torch.mul(d_states, dn, out=d_gh[..., 2 * h:].transpose(1, 2))  # now the gradient of the input pre-activations
         d_gi = d_gh
         d_gi_rows = d_gi.view(t_len * n, g * h3)
         d_w_ih = d_gi_rows.t().mm(x) if ctx.needs_input_grad[1] else None
