@@ -140,6 +140,10 @@ def study_records(testbed: str, part: str, setting: str, variants: Sequence[str]
 #: rewritten for them (the main suite's ``experiments.SUITE_SEEDS`` works the same way).
 LADDER_SEEDS: range = range(10)
 
+#: The seeds of the MSR ladder at four times the length (``setting="long4x"``) that the chapter shows
+#: and describes, as :data:`LADDER_SEEDS` does for the book's length.
+LONG_LADDER_SEEDS: range = range(4)
+
 #: The seeds of the validation studies (optimisation settings, lengths, MSR's sizes) that the chapter
 #: shows and describes: three per method and setting. Later seeds can be committed without changing
 #: what the prose describes.
