@@ -42,6 +42,15 @@ def test_resize_matches_f_interpolate(length, size):
     np.testing.assert_allclose(aug.resize_time(seg, size), reference_resize(seg, size), rtol=0, atol=5e-6)
 
 
+def test_resize_weights_are_computed_once_per_pair_and_read_only():
+    first = aug.linear_resize_weights(37, 16)
+    assert aug.linear_resize_weights(37, 16) is first             # cached per (length, size)
+    fresh = aug.linear_resize_weights.__wrapped__(37, 16)
+    assert all(np.array_equal(a, b) for a, b in zip(first, fresh))
+    with pytest.raises(ValueError, match="read-only"):
+        first[2][0] = 0.5                                         # a caller cannot change the cache
+
+
 def test_resize_of_a_ramp_is_the_half_pixel_rule():
     # x[t] = t resized from 10 to 4 frames: src = 2.5 * (i + 0.5) - 0.5
     out = aug.resize_time(frame_index_clip(10, 10), 4)[0, :, 0, 0]

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import functools
+
 import numpy as np
 import torch
 
@@ -63,11 +65,14 @@ def draw_crop(
     return start, length
 
 
+@functools.lru_cache(maxsize=4096)
 def linear_resize_weights(length: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source frames ``i0, i1`` (size,) and weight ``w1`` (size,) of a linear resize.
 
     Output frame ``t`` is ``(1 - w1[t]) * x[i0[t]] + w1[t] * x[i1[t]]``: the
     ``align_corners=False`` rule of ``F.interpolate``, computed in float32 as torch does.
+    They depend only on the two lengths, so they are computed once per pair (cached; the
+    arrays are read-only) instead of twice per training clip.
     """
     if length < 1 or size < 1:
         raise ValueError(f"cannot resize {length} frames to {size}")
@@ -77,6 +82,8 @@ def linear_resize_weights(length: int, size: int) -> tuple[np.ndarray, np.ndarra
     i0 = np.minimum(np.floor(src).astype(np.int64), length - 1)
     i1 = np.minimum(i0 + 1, length - 1)
     w1 = np.clip(src - i0.astype(np.float32), 0.0, 1.0).astype(np.float32)
+    for array in (i0, i1, w1):
+        array.flags.writeable = False
     return i0, i1, w1
 
 
