@@ -95,10 +95,9 @@ def _forward(x: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hh: Tensor, 
     news = out.view(frames, n, g, h).transpose(1, 2).unbind(0)          # (G, N, H) views
     gates = x.new_empty(frames if save else 1, g, n, h3)
     cands = x.new_empty(frames if save else 1, g, n, h)
-    gate_t, rz_t, r_t, z_t, ghn_t, cand_t = (
-        v.unbind(0) for v in (gates, gates[..., :2 * h], gates[..., :h], gates[..., h:2 * h], gates[..., 2 * h:], cands))
-    if not save:
-        gate_t, rz_t, r_t, z_t, ghn_t, cand_t = (v * frames for v in (gate_t, rz_t, r_t, z_t, ghn_t, cand_t))
+    per_frame = (gates, gates[..., :2 * h], gates[..., :h], gates[..., h:2 * h], gates[..., 2 * h:], cands)
+    # per-frame views, made once (without save one buffer serves every frame)
+    gate_t, rz_t, r_t, z_t, ghn_t, cand_t = (v.unbind(0) * (1 if save else frames) for v in per_frame)
     two, minus_one = x.new_tensor(2.0), x.new_tensor(-1.0)
     state = None
     for t in range(frames):
