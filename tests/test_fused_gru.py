@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from i2md_lib.models.encoders import CausalTwinGRU, normalise_rows, normed_input_weights
+from i2md_lib.models.encoders import (
+    CausalTwinGRU,
+    flatten_frames,
+    normalise_rows,
+    normed_input_weights,
+    time_major_rows,
+)
 from i2md_lib.models.fused_gru import fused_gru_layer
 
 T, N, F, G, H = 5, 4, 7, 2, 3
@@ -80,6 +86,31 @@ def test_normalise_rows_moves_the_statistics_as_batchnorm_does(momentum, trainin
         expected = norm(frames.transpose(1, 2)).transpose(1, 2)          # (N, T, F)
         got = normalise_rows(twin, rows) * twin.weight + twin.bias       # (T*N, F)
         assert torch.allclose(got.view(T, N, F).transpose(0, 1), expected, atol=1e-12, rtol=0)
+    for name, buffer in norm.named_buffers():
+        assert torch.allclose(buffer, dict(twin.named_buffers())[name], atol=1e-14, rtol=0), name
+
+
+def test_time_major_rows_hold_the_flattened_frames_in_another_column_order():
+    x = torch.randn(4, 3, 5, 6, 2)                                  # (N, C, T, V, M)
+    rows, features = time_major_rows(x)
+    assert rows.shape == (5 * 4, 36) and sorted(features.tolist()) == list(range(36))
+    flat = flatten_frames(x).transpose(0, 1).reshape(20, 36)       # (T*N, V*C*M)
+    assert torch.equal(rows, flat[:, features])
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_normalise_rows_in_another_column_order_moves_the_same_statistics(training):
+    gen = torch.Generator().manual_seed(3)
+    norm = nn.BatchNorm1d(F).double()
+    with torch.no_grad():
+        norm.running_mean.normal_(generator=gen), norm.running_var.uniform_(0.5, 2.0, generator=gen)
+    twin = copy.deepcopy(norm)
+    norm.train(training), twin.train(training)
+    rows = torch.randn(T * N, F, generator=gen, dtype=torch.float64) * 2 + 1
+    features = torch.randperm(F, generator=gen)
+    expected = normalise_rows(norm, rows)
+    got = normalise_rows(twin, rows[:, features], features)
+    assert torch.allclose(got, expected[:, features], atol=1e-12, rtol=0)
     for name, buffer in norm.named_buffers():
         assert torch.allclose(buffer, dict(twin.named_buffers())[name], atol=1e-14, rtol=0), name
 

@@ -279,7 +279,8 @@ class CausalTwinGRU(SequenceEncoder):
         if path == "grouped":
             return encode_grouped([self], [self.normed_frames(frames)])[0]
         if path == "fused":
-            return self.encode_fused(frames)
+            n, t, _ = frames.shape
+            return self.encode_rows(frames.transpose(0, 1).reshape(t * n, -1), t)   # (T*N, F), time-major
         seq = self.normed_frames(frames).transpose(1, 2)  # BN over (N, T)
         if path == "loop":
             seq = seq.transpose(0, 1)      # (T, N, F): frames outermost for the time loop
@@ -290,27 +291,44 @@ class CausalTwinGRU(SequenceEncoder):
             seq = layer(seq)    # (N, T, 2H)
         return seq[:, -1]       # (N, 2H): both cells after the last frame
 
-    def encode_fused(self, frames: torch.Tensor) -> torch.Tensor:
-        """The ``fused`` path: ``frames (N, T, input_size)`` -> ``(N, 2*hidden_size)``, every
-        layer one :func:`~.fused_gru.fused_gru_layer` on time-major rows ``(T*N, features)``.
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (N, C, T, V, M)`` -> ``(N, 2*hidden_size)``. On the ``fused`` path the clips go
+        straight to time-major rows in ``(C, V, M)`` order (:func:`time_major_rows`, one block
+        copy, where :func:`flatten_frames` interleaves the channels), and the first layer reads
+        its columns in that order; every other case goes through :meth:`SequenceEncoder.forward`."""
+        if (x.dim() == 5 and x.shape[2] > 0 and x.shape[1] * x.shape[3] * x.shape[4] == self.input_size
+                and self.path(x) == "fused" and _foldable(self.input_norm)):
+            rows, features = time_major_rows(x)
+            return self.encode_rows(rows, x.shape[2], features)
+        return super().forward(x)
 
-        The input BatchNorm's scale and shift are folded into the first layer's input weights
+    def encode_rows(self, rows: torch.Tensor, frames: int, features: torch.Tensor | None = None) -> torch.Tensor:
+        """The ``fused`` path: time-major rows ``(T*N, input_size)`` of ``frames`` frames ->
+        ``(N, 2*hidden_size)``, every layer one :func:`~.fused_gru.fused_gru_layer`.
+
+        ``features[j]`` is the feature (in :func:`flatten_frames` order, the order of the
+        weights and the BatchNorm) that column ``j`` holds; ``None``: that order itself. The
+        input BatchNorm's scale and shift are folded into the first layer's input weights
         (:func:`normed_input_weights`), so the backward never forms the gradient of the frames.
         """
-        n, t, _ = frames.shape
-        rows = frames.transpose(0, 1).reshape(t * n, -1)              # (T*N, F), time-major
-        norm = self.input_norm
-        folded = type(norm) is nn.BatchNorm1d and norm.affine
+        norm, t = self.input_norm, frames
+        n = rows.shape[0] // t
+        folded = _foldable(norm)
         if folded:
-            seq = normalise_rows(norm, rows)                          # BatchNorm without scale and shift
-        else:                                                         # e.g. the global BatchNorm of torchrun
+            seq = normalise_rows(norm, rows, features)                # BatchNorm without scale and shift
+        elif features is None:                                        # e.g. the global BatchNorm of torchrun
             seq = norm(rows.view(t, n, -1).permute(1, 2, 0)).permute(2, 0, 1).reshape(t * n, -1)
+        else:
+            raise ValueError("rows in another feature order need a plain nn.BatchNorm1d to fold")
         for l, layer in enumerate(self.layers):
             a, b = layer.cell_a, layer.cell_b
             w_ih = torch.cat([a.weight_ih_l0, b.weight_ih_l0])               # (2*3H, in)
             b_ih = torch.cat([a.bias_ih_l0, b.bias_ih_l0])                   # (2*3H,)
             if l == 0 and folded:
-                w_ih, b_ih = normed_input_weights(w_ih, b_ih, norm.weight, norm.bias)
+                scale, shift = norm.weight, norm.bias
+                if features is not None:                                     # the columns' order
+                    w_ih, scale, shift = w_ih[:, features], scale[features], shift[features]
+                w_ih, b_ih = normed_input_weights(w_ih, b_ih, scale, shift)
             seq = fused_gru_layer(seq, w_ih, b_ih, torch.stack([a.weight_hh_l0, b.weight_hh_l0]),
                                   torch.stack([a.bias_hh_l0, b.bias_hh_l0]), t,
                                   last_only=l == self.num_layers - 1)
@@ -326,12 +344,32 @@ class CausalTwinGRU(SequenceEncoder):
         return key_map
 
 
-def normalise_rows(norm: nn.BatchNorm1d, rows: torch.Tensor) -> torch.Tensor:
+def _foldable(norm: nn.Module) -> bool:
+    """Whether the ``fused`` path can fold ``norm`` into the first layer: a plain affine
+    ``nn.BatchNorm1d`` (a subclass, such as torchrun's global BatchNorm, is called instead)."""
+    return type(norm) is nn.BatchNorm1d and norm.affine
+
+
+def time_major_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips ``x (N, C, T, V, M)`` -> ``(rows (T*N, C*V*M), features (C*V*M,))``.
+
+    Row ``t*N + i`` holds clip ``i`` at frame ``t`` in ``(C, V, M)`` order, a copy of whole
+    ``V*M`` blocks; ``features[j]`` is the index in :func:`flatten_frames`' ``(V, C, M)`` order
+    of what column ``j`` holds.
+    """
+    n, c, t, v, m = x.shape
+    rows = x.permute(2, 0, 1, 3, 4).reshape(t * n, c * v * m)
+    features = torch.arange(v * c * m, device=x.device).view(v, c, m).transpose(0, 1).reshape(-1)
+    return rows, features
+
+
+def normalise_rows(norm: nn.BatchNorm1d, rows: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
     """What ``norm`` does to ``rows (T*N, F)`` without its scale and shift: ``(x - mean) / std``.
 
     Statistics over all rows in training mode (those of the ``(N, F, T)`` input, frames and
     clips together), the running ones in eval mode; the running statistics and the batch
-    counter move exactly as a call of ``norm`` would move them.
+    counter move exactly as a call of ``norm`` would move them. ``features[j]``: the feature of
+    ``norm`` that column ``j`` holds (``None``: column ``j`` is feature ``j``).
     """
     factor = 0.0 if norm.momentum is None else norm.momentum
     if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
@@ -339,8 +377,15 @@ def normalise_rows(norm: nn.BatchNorm1d, rows: torch.Tensor) -> torch.Tensor:
         factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
     use_batch = norm.training or (norm.running_mean is None and norm.running_var is None)
     keep = not norm.training or norm.track_running_stats
-    return F.batch_norm(rows, norm.running_mean if keep else None, norm.running_var if keep else None,
-                        None, None, use_batch, factor, norm.eps)
+    mean, var = (norm.running_mean, norm.running_var) if keep else (None, None)
+    reordered = features is not None and mean is not None
+    if reordered:
+        mean, var = mean[features], var[features]                   # copies in the columns' order
+    out = F.batch_norm(rows, mean, var, None, None, use_batch, factor, norm.eps)
+    if reordered and norm.training:                                 # the copies moved: so do the buffers
+        norm.running_mean.index_copy_(0, features, mean)
+        norm.running_var.index_copy_(0, features, var)
+    return out
 
 
 def normed_input_weights(w_ih: torch.Tensor, b_ih: torch.Tensor, scale: torch.Tensor,
