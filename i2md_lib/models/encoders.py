@@ -66,7 +66,7 @@ RECURRENCES = ("auto", "nn_gru", "loop", "grouped", "fused")
 #: ``auto`` takes a time loop on a CPU up to this hidden size: at the book's 2 x 64 ``loop``
 #: measured 1.56x the per-frame reference against 1.26x for ``nn_gru``, at the paper's
 #: 3 x 1024 the two were level within the noise (``benchmarks/results/step.md``), and
-#: ``fused`` trains 1.22x to 1.28x faster per book step than ``loop``
+#: ``fused`` trains 1.28x to 1.34x faster per book step than ``loop``
 #: (``benchmarks/results/book_steps_fused.md``). ``grouped`` is opt-in: at the book's size it
 #: was not clearly faster than ``loop`` (``benchmarks/results/book_steps_grouped.md``).
 AUTO_LOOP_MAX_HIDDEN = 256
