@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from .config import REPO_ROOT, ExperimentConfig, active_profile, results_root, runs_root
-from .utils import atomic_write, set_seed
+from .utils import atomic_write, get_device, set_seed
 
 #: Result files and run folders live under ``config.results_root()`` / ``config.runs_root()``
 #: (``I2MD_RESULTS_DIR`` / ``I2MD_RUNS_DIR`` move them; the tests give every worker its own).
@@ -181,7 +181,7 @@ def recurrence_path(cfg: ExperimentConfig, device_type: str | None = None) -> st
 
     if cfg.encoder.kind != "bigru_cmd":
         return None
-    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    device_type = device_type or get_device(cfg.pretrain.device, "pretrain.device").type   # where pretraining runs
     return resolve_recurrence(cfg.encoder.recurrence, cfg.encoder.hidden_size, device_type)
 
 

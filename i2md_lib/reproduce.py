@@ -62,9 +62,9 @@ def recorded_recurrence_path(record: Mapping[str, Any]) -> str | None:
     """The time-stepping path the run of a result file took (``None``: an encoder without one).
 
     Files record it (``recurrence_path``) since the ``fused`` path came; before, ``auto`` took
-    ``loop`` on a CPU up to the size limit and ``nn_gru`` otherwise, which is what older files get.
+    ``loop`` where it takes ``fused`` today, which is what older files get.
     """
-    from .models.encoders import AUTO_LOOP_MAX_HIDDEN
+    from .models.encoders import resolve_recurrence
 
     if "recurrence_path" in record:
         return record["recurrence_path"]
@@ -72,10 +72,9 @@ def recorded_recurrence_path(record: Mapping[str, Any]) -> str | None:
     if encoder.get("kind", "bigru_cmd") != "bigru_cmd":
         return None
     chosen = encoder.get("recurrence", "auto")
-    if chosen != "auto":
-        return chosen
-    on_cpu = not (record.get("hardware") or {}).get("cuda")
-    return "loop" if on_cpu and int(encoder.get("hidden_size", 1024)) <= AUTO_LOOP_MAX_HIDDEN else "nn_gru"
+    device_type = "cuda" if (record.get("hardware") or {}).get("cuda") else "cpu"
+    path = resolve_recurrence(chosen, int(encoder.get("hidden_size", 1024)), device_type)
+    return "loop" if chosen == "auto" and path == "fused" else path
 
 
 def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> dict[str, Any]:
