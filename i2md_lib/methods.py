@@ -40,6 +40,8 @@ class MethodLoss:
 
     terms: dict[str, Tensor]
     dna_selections: dict[str, dna.Selection] = field(default_factory=dict)
+    #: CMD's teachers (modality -> :func:`~i2md_lib.losses.cmd.teacher_neighbors`), for IMD to reuse.
+    teachers: dict[str, losses.TeacherNeighbors] = field(default_factory=dict)
 
     @property
     def total(self) -> Tensor:
@@ -78,8 +80,10 @@ def posmining(p: PretrainConfig, emb: Embeddings, queues: BranchEmbeddings, epoc
 def cmd(p: PretrainConfig, emb: Embeddings, queues: BranchEmbeddings, epoch: int) -> MethodLoss:
     """CMD: ``moco3`` + ``cmd_weight`` x the six teacher -> student neighbour distillations."""
     out = moco3(p, emb, queues, epoch)
-    distill, pairs = losses.cmd_loss(emb.keys["instance"], emb.queries["instance"], queues["instance"],
-                                     p.cmd_topk, p.cmd_tau_teacher, p.cmd_tau_student)
+    keys, queue = emb.keys["instance"], queues["instance"]
+    out.teachers = losses.all_teacher_neighbors(keys, queue, p.cmd_topk, p.cmd_tau_teacher)
+    distill, pairs = losses.cmd_loss(keys, emb.queries["instance"], queue, p.cmd_topk, p.cmd_tau_teacher,
+                                     p.cmd_tau_student, teachers=out.teachers)
     total = out.terms.pop("total")
     out.terms.update({"cmd_" + pair.replace("->", "_"): value for pair, value in pairs.items()})
     out.terms["cmd"] = distill
@@ -107,9 +111,10 @@ def i2md(p: PretrainConfig, emb: Embeddings, queues: BranchEmbeddings, epoch: in
         terms[f"dna_{m}"], out.dna_selections[m] = dna.dna_loss(
             c_q[m], c_k[m], c_queue[m], max_neighbors, p.dna_threshold, p.dna_margin, p.dna_tau,
             p.temperature, *rank_space, gate=p.dna_gate, zscore=p.dna_zscore)
-        if p.imd_weight:
+        if p.imd_weight:     # CMD's teacher of m is IMD's instance teacher when it keeps as many
+            shared = out.teachers.get(m) if topk == p.cmd_topk else None
             terms[f"imd_{m}"] = imd.imd_loss(q[m], k[m], queue[m], c_q[m], c_k[m], c_queue[m], topk,
-                                            p.cmd_tau_teacher, p.cmd_tau_student)
+                                            p.cmd_tau_teacher, p.cmd_tau_student, instance_teacher=shared)
     terms["dna"] = sum(terms[f"dna_{m}"] for m in q)
     terms["imd"] = sum(terms[f"imd_{m}"] for m in q) if p.imd_weight else terms["dna"].new_zeros(())
     terms["total"] = total + p.cluster_weight * terms["dna"] + p.imd_weight * terms["imd"]

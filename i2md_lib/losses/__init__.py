@@ -12,9 +12,11 @@ module             concept
 DNA's cluster-level contrast lives in :mod:`i2md_lib.dna` and IMD in
 :mod:`i2md_lib.imd`; :mod:`i2md_lib.methods` composes each method from these.
 """
-from .cmd import cmd_loss, neighbor_distillation, neighbor_distribution_pair
+from .cmd import (TeacherNeighbors, all_teacher_neighbors, cmd_loss, neighbor_distillation,
+                  neighbor_distribution_pair, student_log_probs, teacher_neighbors)
 from .infonce import contrastive_logits, infonce, multi_positive_infonce
 from .posmining import mined_positive_mask, positive_mining_infonce
 
-__all__ = ["cmd_loss", "contrastive_logits", "infonce", "mined_positive_mask", "multi_positive_infonce",
-           "neighbor_distillation", "neighbor_distribution_pair", "positive_mining_infonce"]
+__all__ = ["TeacherNeighbors", "all_teacher_neighbors", "cmd_loss", "contrastive_logits", "infonce",
+           "mined_positive_mask", "multi_positive_infonce", "neighbor_distillation", "neighbor_distribution_pair",
+           "positive_mining_infonce", "student_log_probs", "teacher_neighbors"]
