@@ -41,7 +41,7 @@ MODALITIES: tuple[str, ...] = ("joint", "motion", "bone")
 #: Encoder kinds (``encoder.kind``); ``i2md_lib.models.encoders.ENCODER_KINDS`` builds them.
 ENCODER_KINDS: tuple[str, ...] = ("bigru_cmd", "bigru")
 #: Time stepping of ``bigru_cmd`` (``encoder.recurrence``; ``i2md_lib.models.encoders`` resolves ``auto``).
-RECURRENCES: tuple[str, ...] = ("auto", "nn_gru", "loop", "grouped", "fused")
+RECURRENCES: tuple[str, ...] = ("auto", "nn_gru", "loop", "grouped", "fused", "fused_c")
 #: Mixed precision of pretraining (``pretrain.amp``).
 AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
 #: BatchNorm with several processes (``pretrain.dist_bn``): statistics of the global batch
@@ -371,7 +371,7 @@ class EncoderConfig:
     num_layers: int = 3
     proj_hidden: int = 2048         # projection MLP: feature -> proj_hidden -> out_dim
     out_dim: int = 128
-    recurrence: str = "auto"        # bigru_cmd time stepping: auto (the measured-faster path per size and device) | nn_gru | loop | grouped | fused; same function
+    recurrence: str = "auto"        # bigru_cmd time stepping: auto (the measured-faster path per size and device) | nn_gru | loop | grouped | fused | fused_c; same function
 
     def __post_init__(self) -> None:
         f = _Fields(self, "encoder")

@@ -62,7 +62,7 @@ def recorded_recurrence_path(record: Mapping[str, Any]) -> str | None:
     """The time-stepping path the run of a result file took (``None``: an encoder without one).
 
     Files record it (``recurrence_path``) since the ``fused`` path came; before, ``auto`` took
-    ``loop`` where it takes ``fused`` today, which is what older files get.
+    ``loop`` where it takes ``fused`` or ``fused_c`` today, which is what older files get.
     """
     from .models.encoders import resolve_recurrence
 
@@ -74,7 +74,7 @@ def recorded_recurrence_path(record: Mapping[str, Any]) -> str | None:
     chosen = encoder.get("recurrence", "auto")
     device_type = "cuda" if (record.get("hardware") or {}).get("cuda") else "cpu"
     path = resolve_recurrence(chosen, int(encoder.get("hidden_size", 1024)), device_type)
-    return "loop" if chosen == "auto" and path == "fused" else path
+    return "loop" if chosen == "auto" and path in ("fused", "fused_c") else path
 
 
 def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> dict[str, Any]:
@@ -89,6 +89,7 @@ def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> d
     The re-run steps through time on the path the file records (:func:`recorded_recurrence_path`).
 
     Returns ``{"result_file", "then": {commit, dirty, hardware, created}, "now": {...}, "recurrence_path",
+    "recurrence_path_now" (the path the re-run took: the recorded one unless this machine lacks it),
     "metrics": [rows of compare], "final_log_row": [rows of compare], "identical": bool}``.
     """
     import torch
@@ -113,6 +114,7 @@ def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> d
     path_then = recorded_recurrence_path(record)
     if path_then is not None and path_then != recurrence_path(cfg):
         cfg = cfg.replace({"encoder.recurrence": path_then})    # the path the run took, not today's auto
+    path_now = recurrence_path(cfg)       # differs only where this machine lacks it (fused_c without a compiler)
     code = git_commit()                   # the code that runs, before it runs
     threads, before = (record.get("hardware") or {}).get("torch_threads"), torch.get_num_threads()
     if runs_root is not None:
@@ -134,11 +136,22 @@ def reproduce(result_file: str | Path, runs_root: str | Path | None = None) -> d
         "then": {"commit": record.get("commit"), "dirty": record.get("dirty"),
                  "hardware": record.get("hardware"), "created": record.get("created")},
         "now": {**code, "hardware": now_hardware},
-        "recurrence_path": path_then,
+        "recurrence_path": path_then, "recurrence_path_now": path_now,
         "protocols": list(protocols),
         "metrics": metric_rows, "final_log_row": log_rows,
         "identical": identical(metric_rows) and identical(log_rows),
     }
+
+
+def _paths_clause(report: Mapping[str, Any]) -> str:
+    """``", both on the X path"``, or which path each run took where they differ ("" without one)."""
+    then, now = report.get("recurrence_path"), report.get("recurrence_path_now", report.get("recurrence_path"))
+    if not then:
+        return ""
+    if now == then:
+        return f", both on the {then} path"
+    return (f", made on the {then} path and re-run on the {now} path (this machine lacks {then}: "
+            "a new sample, not a check)")
 
 
 def summary_lines(report: Mapping[str, Any], limit: int = 12) -> list[str]:
@@ -146,7 +159,7 @@ def summary_lines(report: Mapping[str, Any], limit: int = 12) -> list[str]:
     rows = [r for r in [*report["metrics"], *report["final_log_row"]] if not same(r)]
     lines = [f"{report['result_file']}: made at {str(report['then']['commit'])[:10]}, "
              f"re-run at {str(report['now']['commit'])[:10]}"
-             + (f", both on the {report['recurrence_path']} path" if report.get("recurrence_path") else "")]
+             + _paths_clause(report)]
     if report["identical"]:
         lines.append(f"identical bit for bit: {len(report['metrics'])} accuracies and "
                      f"{len(report['final_log_row'])} columns of the last log row")

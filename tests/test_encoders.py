@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from i2md_lib.config import EncoderConfig
+from i2md_lib.models import cpu_kernels
 from i2md_lib.models.encoders import (
     ENCODER_KINDS,
     RECURRENCES,
@@ -106,7 +107,7 @@ def test_flatten_frames_uses_v_c_m_order():
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("train_mode", [True, False])
-@pytest.mark.parametrize("recurrence", ["loop", "nn_gru", "auto", "grouped", "fused"])
+@pytest.mark.parametrize("recurrence", ["loop", "nn_gru", "auto", "grouped", "fused", "fused_c"])
 def test_causal_twin_gru_equals_per_frame_reference(dtype, tol, train_mode, recurrence):
     hidden, layers = 8, 3
     gru, norm = reference_bigru(hidden, layers, dtype), random_norm(dtype)
@@ -142,7 +143,7 @@ def test_loop_fused_auto_and_nn_gru_give_the_same_gradients():
     """The hand-written backwards of the time loops against autograd through ``nn.GRU``."""
     hidden, layers = 6, 3
     grads = {}
-    for recurrence in ("loop", "fused", "nn_gru", "auto"):
+    for recurrence in ("loop", "fused", "fused_c", "nn_gru", "auto"):
         torch.manual_seed(3)
         enc = CausalTwinGRU(FEATURES, hidden, layers, recurrence).double()
         x = random_clips().requires_grad_(True)
@@ -153,7 +154,8 @@ def test_loop_fused_auto_and_nn_gru_give_the_same_gradients():
     for name, got in grads["loop"].items():
         assert torch.allclose(got, grads["nn_gru"][name], atol=1e-12, rtol=0), name
         assert torch.allclose(grads["fused"][name], grads["nn_gru"][name], atol=1e-12, rtol=0), name
-        assert torch.equal(grads["fused"][name], grads["auto"][name]), name   # auto took fused at this size
+        assert torch.allclose(grads["fused_c"][name], grads["nn_gru"][name], atol=1e-12, rtol=0), name
+        assert torch.equal(grads[resolve_recurrence("auto", hidden)][name], grads["auto"][name]), name
 
 
 def test_gru_recurrence_gradcheck_and_outputs_of_every_frame():
@@ -220,19 +222,21 @@ def test_grouped_gru_layer_gradcheck_and_shape_errors():
 def test_recurrence_choice():
     frames = torch.zeros(2, 3, FEATURES)
     default = CausalTwinGRU(FEATURES, 4, 1)
-    assert default.recurrence == EncoderConfig().recurrence == "auto" and default.path(frames) == "fused"
+    fastest = "fused_c" if cpu_kernels.available() else "fused"     # fused_c needs the C kernels built
+    assert default.recurrence == EncoderConfig().recurrence == "auto" and default.path(frames) == fastest
     assert not CausalTwinGRU(FEATURES, 4, 1, "nn_gru").uses_loop(frames)
     enc = build_encoder(EncoderConfig(hidden_size=4, num_layers=1, recurrence="loop"))
     assert enc.recurrence == "loop" and enc.uses_loop(frames)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not enc.uses_loop(frames)        # autocast falls back to nn.GRU
-    assert set(RECURRENCES) == {"auto", "loop", "nn_gru", "grouped", "fused"}
+    assert set(RECURRENCES) == {"auto", "loop", "nn_gru", "grouped", "fused", "fused_c"}
     grouped = CausalTwinGRU(FEATURES, 4, 1, "grouped")
     assert grouped.path(frames) == "grouped" and not grouped.uses_loop(frames)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert grouped.path(frames) == "nn_gru"
     # auto: the path measured faster per size (benchmarks/results/step.md) and device
-    assert resolve_recurrence("auto", 64) == "fused" and resolve_recurrence("auto", 1024) == "nn_gru"
+    assert resolve_recurrence("auto", 64) == fastest and resolve_recurrence("auto", 1024) == "nn_gru"
+    assert resolve_recurrence("fused_c", 64) == fastest and resolve_recurrence("fused_c", 64, "cuda") == "fused"
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert default.path(frames) == "nn_gru"
     assert resolve_recurrence("auto", 64, "cuda") == "nn_gru" and resolve_recurrence("nn_gru", 64) == "nn_gru"

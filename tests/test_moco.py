@@ -175,7 +175,7 @@ def test_state_dict_keys_are_those_of_earlier_checkpoints(method):
     assert list(make_model(method).state_dict()) == recorded[method]
 
 
-@pytest.mark.parametrize("recurrence", ["grouped", "fused"])
+@pytest.mark.parametrize("recurrence", ["grouped", "fused", "fused_c"])
 @pytest.mark.parametrize("method", ["moco3", "cmd", "i2md"])
 def test_grouped_and_fused_recurrences_train_the_same_function_as_the_loop(method, recurrence):
     """20 SGD steps from the same weights on the same batches: the streams' encoders stepped as

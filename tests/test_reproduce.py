@@ -129,7 +129,7 @@ def test_a_result_file_from_before_the_fused_path_is_repeated_on_the_loop(tmp_pa
 
     today = encoders.resolve_recurrence
     monkeypatch.setattr(encoders, "resolve_recurrence",           # the rule of the older commits
-                        lambda r, h, d="cpu": "loop" if today(r, h, d) == "fused" else today(r, h, d))
+                        lambda r, h, d="cpu": "loop" if today(r, h, d) in ("fused", "fused_c") else today(r, h, d))
     experiments.run_suite("main", "smoke", seeds=[0], variants=["moco3"], out_root=tmp_path / "results",
                           runs_root=tmp_path / "runs")
     monkeypatch.setattr(encoders, "resolve_recurrence", today)
@@ -142,6 +142,10 @@ def test_a_result_file_from_before_the_fused_path_is_repeated_on_the_loop(tmp_pa
     report = reproduce.reproduce(path)
     assert report["recurrence_path"] == "loop" and report["identical"], reproduce.summary_lines(report)
     assert "both on the loop path" in reproduce.summary_lines(report)[0]
+    assert report["recurrence_path_now"] == "loop"
+    elsewhere = {**report, "recurrence_path": "fused_c", "recurrence_path_now": "fused", "identical": False}
+    assert ("made on the fused_c path and re-run on the fused path (this machine lacks fused_c"
+            in reproduce.summary_lines(elsewhere)[0])
     on_gpu = {**record, "hardware": {**record["hardware"], "cuda": "some GPU"}}
     assert reproduce.recorded_recurrence_path(on_gpu) == "nn_gru"
     assert reproduce.recorded_recurrence_path({"config": {"encoder": {"kind": "bigru"}}}) is None

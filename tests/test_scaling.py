@@ -118,6 +118,8 @@ def test_epoch_estimate_uses_the_measured_step(tmp_path, monkeypatch):
     assert epoch_estimate(loop, folder=tmp_path)["seconds_per_step"] == 3.0
     fused = cfg.replace({"encoder.recurrence": "fused"})   # not timed by bench_step: loop's time, an upper bound
     assert scaling.measured_recurrence(fused) == "loop" and epoch_estimate(fused, folder=tmp_path)["seconds_per_step"] == 3.0
+    fused_c = cfg.replace({"encoder.recurrence": "fused_c"})
+    assert scaling.measured_recurrence(fused_c) == "loop"
     assert epoch_estimate(full(**{"pretrain.batch_size": 32}), folder=tmp_path) is None   # size not measured
     # the same files drive the checks: the measured CPU cost of the missing GPU, and the RAM a step needs
     monkeypatch.setattr(scaling, "_total_ram_mib", lambda: 2048.0)

@@ -16,10 +16,12 @@ reference's ``(V, C, M)`` order (:func:`flatten_frames`). Two recurrent encoders
     of one call per frame). Two CPU paths with a hand-written backward
     (:mod:`.gru_recurrence`): ``loop`` steps both cells of a layer together, and
     ``grouped`` (opt-in) steps the cells of *all streams* of a MoCo side together
-    (:func:`encode_streams`), with fewer operations per frame; and ``fused``
-    (:mod:`.fused_gru`, what ``auto`` takes on a CPU at small sizes) runs each layer's input
-    product, time loop and backward as one operation. What each saves per pretraining step is
-    measured in ``benchmarks/results/step.md``, ``book_steps.md`` and ``book_steps_fused.md``.
+    (:func:`encode_streams`), with fewer operations per frame; ``fused`` (:mod:`.fused_gru`)
+    runs each layer's input product, time loop and backward as one operation; and ``fused_c``
+    (what ``auto`` takes on a CPU at small sizes where a C compiler is found) is ``fused`` with
+    each frame's gate arithmetic in a small C kernel (:mod:`.cpu_kernels`). What each saves
+    per pretraining step is measured in ``benchmarks/results/step.md``, ``book_steps.md``,
+    ``book_steps_fused.md`` and ``book_steps_fused_c.md``.
 
 ``bigru`` -- :class:`BiGRUEncoder`
     A true bidirectional GRU over the whole clip: the forward direction reads frames
@@ -41,6 +43,7 @@ from torch.nn import functional as F
 
 from ..config import EncoderConfig
 from ..skeleton import LAYOUTS
+from . import cpu_kernels
 from .fused_gru import fused_gru_layer
 from .gru_recurrence import grouped_gru_layer, gru_recurrence
 
@@ -58,11 +61,13 @@ GRU_TENSOR_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 #: (:func:`~.gru_recurrence.grouped_gru_layer`). ``fused``: each layer's input product, time
 #: loop and backward as one operation writing into buffers laid out as the next step reads
 #: them, with the input BatchNorm's scale and shift folded into the first layer
-#: (:func:`~.fused_gru.fused_gru_layer`). ``loop``, ``grouped`` and ``fused`` are not used
-#: under autocast (they fall back to ``nn_gru``). ``auto`` (the default): per size and
+#: (:func:`~.fused_gru.fused_gru_layer`). ``fused_c``: ``fused`` with each frame's gate
+#: arithmetic, forward and backward, in one call of a C kernel built on first use
+#: (:mod:`.cpu_kernels`; where none can be built, ``fused_c`` runs as ``fused``). ``loop``,
+#: ``grouped``, ``fused`` and ``fused_c`` are not used under autocast (they fall back to ``nn_gru``). ``auto`` (the default): per size and
 #: device, the path the benchmarks measured as faster (:func:`resolve_recurrence`). All
 #: compute the same function; they differ in the rounding of float sums.
-RECURRENCES = ("auto", "nn_gru", "loop", "grouped", "fused")
+RECURRENCES = ("auto", "nn_gru", "loop", "grouped", "fused", "fused_c")
 #: ``auto`` takes a time loop on a CPU up to this hidden size: at the book's 2 x 64 ``loop``
 #: measured 1.56x the per-frame reference against 1.26x for ``nn_gru``, at the paper's
 #: 3 x 1024 the two were level within the noise (``benchmarks/results/step.md``), and
@@ -73,13 +78,20 @@ AUTO_LOOP_MAX_HIDDEN = 256
 
 
 def resolve_recurrence(recurrence: str, hidden_size: int, device_type: str = "cpu") -> str:
-    """The path ``recurrence`` takes for a ``hidden_size`` encoder on ``device_type``:
-    ``auto`` becomes ``fused`` on a CPU up to :data:`AUTO_LOOP_MAX_HIDDEN`, else ``nn_gru``."""
+    """The path ``recurrence`` takes for a ``hidden_size`` encoder on ``device_type``: ``auto``
+    becomes ``fused_c`` on a CPU up to :data:`AUTO_LOOP_MAX_HIDDEN` (``fused`` where the C
+    kernels cannot be built), else ``nn_gru``; ``fused_c`` without the kernels is ``fused``."""
     if recurrence not in RECURRENCES:
         raise ValueError(f"unknown recurrence {recurrence!r}; choose one of {', '.join(RECURRENCES)}")
-    if recurrence != "auto":
-        return recurrence
-    return "fused" if device_type == "cpu" and hidden_size <= AUTO_LOOP_MAX_HIDDEN else "nn_gru"
+    if recurrence == "auto":
+        if device_type != "cpu" or hidden_size > AUTO_LOOP_MAX_HIDDEN:
+            return "nn_gru"
+        recurrence = "fused_c"
+    if recurrence == "fused_c" and (device_type != "cpu" or not cpu_kernels.available()):
+        return "fused"
+    return recurrence
+#: The paths that run :meth:`CausalTwinGRU.encode_rows` (one fused operation per layer).
+FUSED_PATHS = ("fused", "fused_c")
 #: Buffers and parameters of ``nn.BatchNorm1d``.
 NORM_TENSOR_NAMES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -261,7 +273,7 @@ class CausalTwinGRU(SequenceEncoder):
         return cls(cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.recurrence)
 
     def path(self, frames: torch.Tensor) -> str:
-        """The path (``nn_gru``, ``loop``, ``grouped``) :meth:`encode_frames` takes for ``frames``."""
+        """The path (one of :data:`RECURRENCES` but ``auto``) :meth:`encode_frames` takes for ``frames``."""
         path = resolve_recurrence(self.recurrence, self.hidden_size, frames.device.type)
         return "nn_gru" if _autocast_enabled(frames.device.type) else path
 
@@ -278,7 +290,7 @@ class CausalTwinGRU(SequenceEncoder):
         path = self.path(frames)
         if path == "grouped":
             return encode_grouped([self], [self.normed_frames(frames)])[0]
-        if path == "fused":
+        if path in FUSED_PATHS:
             n, t, _ = frames.shape
             return self.encode_rows(frames.transpose(0, 1).reshape(t * n, -1), t)   # (T*N, F), time-major
         seq = self.normed_frames(frames).transpose(1, 2)  # BN over (N, T)
@@ -297,14 +309,15 @@ class CausalTwinGRU(SequenceEncoder):
         copy, where :func:`flatten_frames` interleaves the channels), and the first layer reads
         its columns in that order; every other case goes through :meth:`SequenceEncoder.forward`."""
         if (x.dim() == 5 and x.shape[2] > 0 and x.shape[1] * x.shape[3] * x.shape[4] == self.input_size
-                and self.path(x) == "fused" and _foldable(self.input_norm)):
+                and self.path(x) in FUSED_PATHS and _foldable(self.input_norm)):
             rows, features = time_major_rows(x)
             return self.encode_rows(rows, x.shape[2], features)
         return super().forward(x)
 
     def encode_rows(self, rows: torch.Tensor, frames: int, features: torch.Tensor | None = None) -> torch.Tensor:
-        """The ``fused`` path: time-major rows ``(T*N, input_size)`` of ``frames`` frames ->
-        ``(N, 2*hidden_size)``, every layer one :func:`~.fused_gru.fused_gru_layer`.
+        """The ``fused`` and ``fused_c`` paths: time-major rows ``(T*N, input_size)`` of ``frames``
+        frames -> ``(N, 2*hidden_size)``, every layer one :func:`~.fused_gru.fused_gru_layer`
+        (with the C kernels on ``fused_c``).
 
         ``features[j]`` is the feature (in :func:`flatten_frames` order, the order of the
         weights and the BatchNorm) that column ``j`` holds; ``None``: that order itself. The
@@ -313,6 +326,7 @@ class CausalTwinGRU(SequenceEncoder):
         """
         norm, t = self.input_norm, frames
         n = rows.shape[0] // t
+        native = self.path(rows) == "fused_c"
         folded = _foldable(norm)
         if folded:
             seq = normalise_rows(norm, rows, features)                # BatchNorm without scale and shift
@@ -331,7 +345,7 @@ class CausalTwinGRU(SequenceEncoder):
                 w_ih, b_ih = normed_input_weights(w_ih, b_ih, scale, shift)
             seq = fused_gru_layer(seq, w_ih, b_ih, torch.stack([a.weight_hh_l0, b.weight_hh_l0]),
                                   torch.stack([a.bias_hh_l0, b.bias_hh_l0]), t,
-                                  last_only=l == self.num_layers - 1)
+                                  last_only=l == self.num_layers - 1, native=native)
             seq = seq.view(-1, seq.shape[-1])                       # (T*N, 2H), or (N, 2H) at the top
         return seq
 
