@@ -168,3 +168,31 @@ def test_multi_positive_infonce_without_positives_is_infonce():
     none = torch.zeros(5, 10, dtype=torch.bool)
     assert losses.multi_positive_infonce(q, k, queue, none, 0.07).item() == pytest.approx(
         losses.infonce(q, k, queue, 0.07).item(), rel=1e-12)
+
+
+def test_shared_teachers_give_the_per_pair_losses_exactly():
+    """CMD's and IMD's teachers computed once and shared: the same values and gradients, bit for bit."""
+    from i2md_lib import imd
+    from i2md_lib.losses import all_teacher_neighbors, cmd_loss, neighbor_distillation
+
+    gen = torch.Generator().manual_seed(0)
+    unit = lambda *s: torch.nn.functional.normalize(torch.randn(*s, generator=gen), dim=-1)  # noqa: E731
+    mods = ("joint", "motion", "bone")
+    keys, queues = {m: unit(8, 16) for m in mods}, {m: unit(40, 16) for m in mods}
+    queries = {m: unit(8, 16).requires_grad_() for m in mods}
+    total, pairs = cmd_loss(keys, queries, queues, 12, 0.05, 0.1)
+    for pair, value in pairs.items():
+        teacher, student = pair.split("->")
+        alone = neighbor_distillation(keys[teacher], queues[teacher], queries[student], queues[student], 12, 0.05, 0.1)
+        assert torch.equal(value, alone), pair
+    grads = torch.autograd.grad(total, list(queries.values()))
+    separate = torch.stack([neighbor_distillation(keys[t], queues[t], queries[s], queues[s], 12, 0.05, 0.1)
+                            for t in mods for s in mods if t != s]).sum()      # the pairs in cmd_loss's order
+    assert torch.equal(total, separate)
+    assert all(torch.equal(a, b) for a, b in zip(grads, torch.autograd.grad(separate, list(queries.values()))))
+    teachers = all_teacher_neighbors(keys, queues, 12, 0.05)
+    c_q, c_k, c_queue = unit(8, 16).requires_grad_(), unit(8, 16), unit(40, 16)
+    shared = imd.imd_loss(queries["joint"], keys["joint"], queues["joint"], c_q, c_k, c_queue, 12, 0.05, 0.1,
+                          instance_teacher=teachers["joint"])
+    assert torch.equal(shared, imd.imd_loss(queries["joint"], keys["joint"], queues["joint"], c_q, c_k, c_queue,
+                                            12, 0.05, 0.1))
