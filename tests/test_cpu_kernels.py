@@ -93,3 +93,8 @@ def test_other_dtypes_and_devices_use_the_pytorch_operations():
     args = [a.detach().to(torch.bfloat16) for a in layer_args()]
     out = fused_gru_layer(*args, T, native=True)            # no bfloat16 kernel: the PyTorch path
     assert out.dtype == torch.bfloat16 and torch.equal(out, fused_gru_layer(*args, T))
+    from i2md_lib.models.fused_gru import _kernels_for
+
+    x, w = torch.zeros(2, dtype=torch.float32), torch.zeros(2, dtype=torch.float64)
+    assert _kernels_for(x, w) is None                       # mixed dtypes never reach the kernels
+    assert _kernels_for(x, x) is cpu_kernels.load()

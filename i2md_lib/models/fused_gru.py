@@ -78,7 +78,7 @@ def fused_gru_layer(x: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hh: T
         raise ValueError(f"fused GRU layer shapes do not fit: x {tuple(x.shape)} (T*N, F) with T = {frames}, "
                          f"w_ih {tuple(w_ih.shape)} (G*3H, F), b_ih {tuple(b_ih.shape)}, "
                          f"w_hh {tuple(w_hh.shape)} (G, 3H, H), b_hh {tuple(b_hh.shape)} (G, 3H)")
-    kernels = _kernels_for(x) if native else None
+    kernels = _kernels_for(x, w_ih, b_ih, w_hh, b_hh) if native else None
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w_ih, b_ih, w_hh, b_hh)):
         out = _FusedGRULayer.apply(x, w_ih, b_ih, w_hh, b_hh, frames, last_only, kernels)
     elif kernels is not None:
@@ -223,9 +223,11 @@ def _input_and_weight_gradients(ctx, d_gh: Tensor, write_n_part: Callable[[Tenso
     return d_x, d_w_ih, d_b_ih, d_w_hh, d_b_hh, None, None, None
 
 
-def _kernels_for(x: Tensor) -> "cpu_kernels.Kernels | None":
-    """The C kernels if they are built and fit ``x`` (float32 or float64 on the CPU), else ``None``."""
-    if x.device.type != "cpu" or x.dtype not in cpu_kernels.SUFFIXES:
+def _kernels_for(*tensors: Tensor) -> "cpu_kernels.Kernels | None":
+    """The C kernels if they are built and fit ``tensors`` (all float32 or all float64, on the
+    CPU), else ``None``."""
+    dtype = tensors[0].dtype
+    if dtype not in cpu_kernels.SUFFIXES or any(t.dtype != dtype or t.device.type != "cpu" for t in tensors):
         return None
     return cpu_kernels.load()
 
