@@ -142,7 +142,7 @@ LADDER_SEEDS: range = range(10)
 
 #: The seeds of the MSR ladder at four times the length (``setting="long4x"``) that the chapter shows
 #: and describes, as :data:`LADDER_SEEDS` does for the book's length.
-LONG_LADDER_SEEDS: range = range(4)
+LONG_LADDER_SEEDS: range = range(6)
 
 #: The seeds of the validation studies (optimisation settings, lengths, MSR's sizes) that the chapter
 #: shows and describes: three per method and setting. Later seeds can be committed without changing
