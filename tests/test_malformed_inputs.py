@@ -662,7 +662,7 @@ BAD_CONFIGS = {
     "pretrain.seed": (-1, "pretrain.seed must be >= 0, got -1"),
     "pretrain.device": ("", "pretrain.device must be a non-empty text or null"),
     "encoder.kind": ("stgcn", "encoder.kind must be one of bigru_cmd, bigru, got 'stgcn'"),
-    "encoder.recurrence": ("cudnn", "encoder.recurrence must be one of auto, nn_gru, loop, grouped, fused, got 'cudnn'"),
+    "encoder.recurrence": ("cudnn", "encoder.recurrence must be one of auto, nn_gru, loop, grouped, fused, fused_c, got 'cudnn'"),
     "encoder.input_size": (75, "encoder.input_size must be 150"),
     "data.dataset": ("kinetics", "data.dataset must be one of synthetic, ntu60"),
     "data.benchmark": ("xset", "data.benchmark must be one of xsub, xview, xsub_val for data.dataset='synthetic'"),
