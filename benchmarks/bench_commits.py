@@ -55,7 +55,8 @@ dataset = PretrainDataset.from_config(load_arrays(cfg.data, "train"), cfg)
 dataset.set_epoch(0)
 batches = epoch_batches(len(dataset), cfg.pretrain.batch_size, cfg.pretrain.seed, 0)
 path = resolve_recurrence(cfg.encoder.recurrence, cfg.encoder.hidden_size, "cpu")
-print(json.dumps({"path": path, "library": i2md_lib.__file__, "encoder": f"{cfg.encoder.num_layers} x {cfg.encoder.hidden_size}",
+print(json.dumps({"path": path, "library": i2md_lib.__file__,
+                  "encoder": f"{cfg.encoder.num_layers} x {cfg.encoder.hidden_size}",
                   "window": cfg.data.window, "batch": cfg.pretrain.batch_size, "queue": cfg.pretrain.queue_size,
                   "threads": torch.get_num_threads()}), flush=True)
 for line in sys.stdin:

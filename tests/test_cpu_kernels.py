@@ -98,3 +98,23 @@ def test_other_dtypes_and_devices_use_the_pytorch_operations():
     x, w = torch.zeros(2, dtype=torch.float32), torch.zeros(2, dtype=torch.float64)
     assert _kernels_for(x, w) is None                       # mixed dtypes never reach the kernels
     assert _kernels_for(x, x) is cpu_kernels.load()
+
+
+@needs_kernels
+def test_layer_loops_in_c_and_frame_by_frame_compute_the_same(monkeypatch):
+    """Where PyTorch's BLAS is found the whole time loop runs in C; without it, frame by frame from
+    Python. Both against ``nn.GRU``, values and gradients."""
+    built = cpu_kernels.load()
+    results = {}
+    for name, kernels in (("layer", built), ("frames", cpu_kernels.Kernels(built.path, gemm={}))):
+        assert bool(kernels.forward_layer) == (name == "layer" and bool(built.gemm))
+        monkeypatch.setattr(cpu_kernels, "load", lambda kernels=kernels: kernels)
+        args = layer_args(seed=2)
+        out = fused_gru_layer(*args, T, native=True)
+        with torch.no_grad():
+            assert torch.equal(fused_gru_layer(*args, T, native=True), out)
+        weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        results[name] = [out, *torch.autograd.grad((out * weights).sum(), args)]
+        assert torch.allclose(out, gru_cells(*args), atol=1e-12, rtol=0)
+    for a, b in zip(results["layer"], results["frames"]):
+        assert torch.allclose(a, b, atol=1e-12, rtol=0)

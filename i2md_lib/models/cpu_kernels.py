@@ -1,14 +1,18 @@
 """The C kernels of the ``fused_c`` recurrence: compiled on first use, loaded with ``ctypes``.
 
-``gru_kernels.c`` (beside this file) holds the per-frame gate arithmetic of a fused GRU
-layer, forward and backward, as one pass over memory each. It has no dependency but the C
-library: the machine's C compiler (``$CC``, else ``cc``) builds it into a shared library in
-a cache directory (``$I2MD_KERNEL_CACHE``, else ``~/.cache/i2md/kernels``), named by a hash
-of the source, the compiler's version and the CPU, so a changed source or another machine
-builds afresh. The library is written atomically (built under a temporary name, then
-renamed). :func:`load` returns ``None`` when there is no compiler or the build fails, or
-when ``$I2MD_CPU_KERNELS`` is ``0``; the ``auto`` recurrence then takes the ``fused`` path,
-the same arithmetic as PyTorch operations.
+``gru_kernels.c`` (beside this file) holds the per-frame gate arithmetic of a fused GRU layer,
+forward and backward, as one pass over memory each, and the loops over a layer's frames that
+call it; those loops take the matrix products from the BLAS inside PyTorch's CPU library
+(:func:`blas_products`, MKL's ``sgemm_``/``dgemm_`` in the x86 wheels), so a layer is one call
+from Python. Where that BLAS is not exported, the layer steps through its frames from Python,
+one product and one kernel call per frame. The file has no dependency but the C library: the
+machine's C compiler (``$CC``, else ``cc``) builds it into a shared library in a cache directory
+(``$I2MD_KERNEL_CACHE``, else ``~/.cache/i2md/kernels``), named by a hash of the source, the
+compiler's version and the CPU, so a changed source or another machine builds afresh. The
+library is written atomically (built under a temporary name, then renamed). :func:`load` returns
+``None`` when there is no compiler or the build fails, or when ``$I2MD_CPU_KERNELS`` is ``0``;
+the ``auto`` recurrence then takes the ``fused`` path, the same arithmetic as PyTorch
+operations.
 """
 from __future__ import annotations
 
@@ -82,14 +86,42 @@ def build(compiler: str | None = None, directory: Path | None = None) -> Path | 
     return None
 
 
-class Kernels:
-    """The loaded library: ``forward[dtype]`` and ``backward[dtype]`` (ctypes functions)."""
+#: The BLAS products the layer loops call, by dtype: the Fortran symbols of the BLAS inside
+#: PyTorch's CPU library (MKL in the x86 wheels).
+GEMM_SYMBOLS = {torch.float32: "sgemm_", torch.float64: "dgemm_"}
 
-    def __init__(self, path: Path) -> None:
+
+def blas_products() -> dict[torch.dtype, int]:
+    """Addresses of PyTorch's own BLAS products (:data:`GEMM_SYMBOLS`) where its CPU library
+    exports them; a dtype without one is left out (its layers then step frame by frame from
+    Python, calling the kernels once per frame)."""
+    found: dict[torch.dtype, int] = {}
+    libraries = sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu.*"))
+    if not libraries:
+        return found
+    try:
+        lib = ctypes.CDLL(str(libraries[0]))
+    except OSError:
+        return found
+    for dtype, symbol in GEMM_SYMBOLS.items():
+        try:
+            found[dtype] = ctypes.cast(getattr(lib, symbol), ctypes.c_void_p).value
+        except AttributeError:
+            pass
+    return found
+
+
+class Kernels:
+    """The loaded library: per dtype the frame kernels ``forward`` and ``backward`` and, where
+    PyTorch's BLAS is found (``gemm``), the whole-layer loops ``forward_layer`` and
+    ``backward_layer`` (ctypes functions)."""
+
+    def __init__(self, path: Path, gemm: dict[torch.dtype, int] | None = None) -> None:
         self.path = path
         lib = ctypes.CDLL(str(path))
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        self.forward, self.backward = {}, {}
+        self.forward, self.backward, self.forward_layer, self.backward_layer = {}, {}, {}, {}
+        self.gemm = blas_products() if gemm is None else gemm
         for dtype, suffix in SUFFIXES.items():
             fwd = getattr(lib, f"gru_forward_frame_{suffix}")
             fwd.argtypes = [i64, i64, i64, ptr, ptr, i64, ptr, ptr, ptr, ptr, i64, ptr, ptr]
@@ -98,6 +130,15 @@ class Kernels:
             bwd.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr, i64, ptr, ptr]
             bwd.restype = None
             self.forward[dtype], self.backward[dtype] = fwd, bwd
+            if self.gemm.get(dtype):
+                fwd_layer = getattr(lib, f"gru_forward_layer_{suffix}")
+                fwd_layer.argtypes = [ptr, i64, i64, i64, i64, ptr, i64, ptr, i64, ptr, ptr, ptr, ptr, i64,
+                                      ptr, i64, ptr]
+                fwd_layer.restype = None
+                bwd_layer = getattr(lib, f"gru_backward_layer_{suffix}")
+                bwd_layer.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr, i64, ptr, ptr]
+                bwd_layer.restype = None
+                self.forward_layer[dtype], self.backward_layer[dtype] = fwd_layer, bwd_layer
 
 
 @functools.lru_cache(maxsize=None)

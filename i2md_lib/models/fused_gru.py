@@ -35,8 +35,9 @@ work so that a small step spends its time in arithmetic rather than in moving me
 
 With ``native`` (the ``fused_c`` recurrence) each frame's gate arithmetic, forward and backward, is
 one call of a C function (:mod:`.cpu_kernels`, ``gru_kernels.c``) instead of a handful of PyTorch
-operations, and the biases are added there too, so the products run without them; the matrix
-products stay PyTorch's. Where the kernels cannot be built, ``native`` computes as without it.
+operations, and the biases are added there too, so the products run without them; where PyTorch's
+BLAS can be called from C, the loop over the frames runs in C as well, one call per layer. The
+matrix products stay PyTorch's. Where the kernels cannot be built, ``native`` computes as without it.
 
 Float64 agreement with ``nn.GRU`` to 1e-12 is tested in ``tests/test_fused_gru.py`` and
 ``tests/test_cpu_kernels.py``; the speed is measured in ``benchmarks/results/book_steps_fused.md``
@@ -249,8 +250,14 @@ def _forward_native(kernels: "cpu_kernels.Kernels", x: Tensor, w_ih: Tensor, b_i
     gates = x.new_empty(frames if save else 1, g, n, h3)
     cands = x.new_empty(frames if save else 1, g, n, h)
     forward, size = kernels.forward[x.dtype], x.element_size()
-    # per-frame pointers by arithmetic and the products' targets as views made once
     gi_ptr, out_ptr, b_ptr, bi_ptr, gate_ptr, cand_ptr = (t.data_ptr() for t in (gi, out, b_hn, bias, gates, cands))
+    if x.dtype in kernels.forward_layer:        # the whole loop in C, the products by PyTorch's BLAS
+        w_hh_c = w_hh.detach().contiguous()
+        kernels.forward_layer[x.dtype](kernels.gemm[x.dtype], g, n, h, frames, gate_ptr, n * g * h3 if save else 0,
+                                       gi_ptr, g * h3, bi_ptr, b_ptr, w_hh_c.data_ptr(), out_ptr, g * h,
+                                       cand_ptr, n * g * h if save else 0, packed.data_ptr())
+        return out, (gates if save else None), (cands if save else None)
+    # else frame by frame: pointers by arithmetic and the products' targets as views made once
     gi_step, state_step = n * g * h3 * size, n * g * h * size
     gate_step, cand_step = (n * g * h3 * size, n * g * h * size) if save else (0, 0)
     gate_t, packed_t = gates.unbind(0) * (1 if save else frames), packed.unbind(0)
@@ -273,7 +280,7 @@ def _backward_native(kernels: "cpu_kernels.Kernels", d_out: Tensor, w_hh: Tensor
     h = h3 // 3
     d_gh = out.new_empty(t_len, n, g, h3)
     d_in_n = out.new_empty(t_len, g, n, h)
-    carried = [out.new_empty(g, n, h), out.new_empty(g, n, h)]      # the state's gradient, from t + 1
+    carried = out.new_empty(2, g, n, h)                             # the state's gradient, from t + 1
     if last_only:
         carried[0].copy_(d_out.view(n, g, h).transpose(0, 1))
         d_frames = None
@@ -285,6 +292,11 @@ def _backward_native(kernels: "cpu_kernels.Kernels", d_out: Tensor, w_hh: Tensor
     state_step, gh_step = n * g * h * size, n * g * h3 * size
     out_ptr, gh_ptr, gate_ptr, cand_ptr, in_ptr = (t.data_ptr() for t in (out, d_gh, gates, cands, d_in_n))
     frames_ptr = None if d_frames is None else d_frames.data_ptr()
+    if out.dtype in kernels.backward_layer:     # the whole loop in C, the products by PyTorch's BLAS
+        kernels.backward_layer[out.dtype](kernels.gemm[out.dtype], g, n, h, t_len, carried.data_ptr(), frames_ptr,
+                                          gate_ptr, cand_ptr, out_ptr, g * h, gh_ptr, g * h3, in_ptr,
+                                          w_hh_c.data_ptr())
+        return d_gh, d_in_n
     d_gh_t = d_gh.transpose(1, 2).unbind(0)                         # (G, N, 3H) views
     for t in range(t_len - 1, -1, -1):
         now, before = carried[(t_len - 1 - t) % 2], carried[(t_len - t) % 2]

@@ -122,5 +122,69 @@ void gru_backward_frame_##SUFFIX(int64_t cells, int64_t n, int64_t h,           
     }                                                                                             \
 }
 
+/* The BLAS matrix product (Fortran interface, column-major), found in the process by the caller:
+ * PyTorch's own (MKL's sgemm_ / dgemm_ in libtorch_cpu). Dimensions are passed through 64-bit
+ * integers whose high half is zero, so that a 32-bit (LP64) and a 64-bit (ILP64) BLAS both read
+ * them right on a little-endian machine; the two trailing lengths are those of the two one-letter
+ * strings, which some Fortran conventions pass and the others ignore. */
+#define DEFINE_LAYER_LOOPS(T, SUFFIX)                                                             \
+typedef void (*gemm_##SUFFIX##_t)(const char *, const char *, const int64_t *, const int64_t *,   \
+                                  const int64_t *, const T *, const T *, const int64_t *,         \
+                                  const T *, const int64_t *, const T *, T *, const int64_t *,    \
+                                  size_t, size_t);                                                \
+                                                                                                  \
+/* C = op(A) B + beta C in column-major terms, with op(A) = A^T if transpose_a. */                \
+static void gemm_call_##SUFFIX(void *gemm, int transpose_a, int64_t m, int64_t n, int64_t k,      \
+                               const T *a, int64_t lda, const T *b, int64_t ldb, T beta, T *c,    \
+                               int64_t ldc) {                                                     \
+    const T one = (T)1;                                                                           \
+    ((gemm_##SUFFIX##_t)gemm)(transpose_a ? "T" : "N", "N", &m, &n, &k, &one, a, &lda, b, &ldb,   \
+                              &beta, c, &ldc, 1, 1);                                              \
+}                                                                                                 \
+                                                                                                  \
+/* A whole layer forward: frame after frame the recurrent products (one per cell, from the        \
+ * packed copy of the last state) and the frame kernel. gate_step, cand_step: elements from one    \
+ * frame's gates and candidates to the next (0: one buffer for every frame). w_hh (C, 3H, H). */   \
+void gru_forward_layer_##SUFFIX(void *gemm, int64_t cells, int64_t n, int64_t h, int64_t frames,  \
+                                T *gate, int64_t gate_step, const T *gi, int64_t gi_row,          \
+                                const T *b_i, const T *b_hn, const T *w_hh, T *out,               \
+                                int64_t state_row, T *cand, int64_t cand_step, T *packed) {       \
+    for (int64_t t = 0; t < frames; ++t) {                                                        \
+        T *g = gate + t * gate_step, *now = packed + (t % 2) * cells * n * h;                     \
+        const T *before = packed + ((t + 1) % 2) * cells * n * h;                                 \
+        if (t)                                                                                    \
+            for (int64_t c = 0; c < cells; ++c)   /* gate_c (N, 3H) = state_c (N, H) W_c^T */     \
+                gemm_call_##SUFFIX(gemm, 1, 3 * h, n, h, w_hh + c * 3 * h * h, h,                 \
+                                   before + c * n * h, h, (T)0, g + c * n * 3 * h, 3 * h);        \
+        gru_forward_frame_##SUFFIX(cells, n, h, g, gi + t * n * gi_row, gi_row, b_i, b_hn,        \
+                                   t ? out + (t - 1) * n * state_row : NULL,                      \
+                                   out + t * n * state_row, state_row, cand + t * cand_step, now);\
+    }                                                                                             \
+}                                                                                                 \
+                                                                                                  \
+/* A whole layer backward: frame after frame, last first, the frame kernel and the products that  \
+ * carry the state's gradient to the frame before. carried (2, C, N, H): entry 0 holds the        \
+ * gradient reaching the last state from after it (zero, or the output's gradient). */            \
+void gru_backward_layer_##SUFFIX(void *gemm, int64_t cells, int64_t n, int64_t h, int64_t frames, \
+                                 T *carried, const T *d_frames, const T *gates, const T *cands,   \
+                                 const T *out, int64_t state_row, T *d_gh, int64_t gh_row,        \
+                                 T *d_in_n, const T *w_hh) {                                      \
+    int64_t frame = cells * n * h;                                                                \
+    for (int64_t t = frames - 1; t >= 0; --t) {                                                   \
+        T *now = carried + ((frames - 1 - t) % 2) * frame, *before = carried + ((frames - t) % 2) * frame; \
+        T *dg = d_gh + t * n * gh_row;                                                            \
+        gru_backward_frame_##SUFFIX(cells, n, h, now, d_frames ? d_frames + t * n * state_row : NULL, \
+                                    gates + t * 3 * frame, cands + t * frame,                     \
+                                    t ? out + (t - 1) * n * state_row : NULL, state_row, dg,      \
+                                    gh_row, d_in_n + t * frame, t ? before : NULL);               \
+        if (t)                                                                                    \
+            for (int64_t c = 0; c < cells; ++c)   /* before_c (N, H) += d_gh_c (N, 3H) W_c */     \
+                gemm_call_##SUFFIX(gemm, 0, h, n, 3 * h, w_hh + c * 3 * h * h, h, dg + c * 3 * h, \
+                                   gh_row, (T)1, before + c * n * h, h);                          \
+    }                                                                                             \
+}
+
 DEFINE_KERNELS(float, f32, exp_f32)
 DEFINE_KERNELS(double, f64, exp_f64)
+DEFINE_LAYER_LOOPS(float, f32)
+DEFINE_LAYER_LOOPS(double, f64)
