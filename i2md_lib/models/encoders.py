@@ -72,8 +72,8 @@ RECURRENCES = ("auto", "nn_gru", "loop", "grouped", "fused", "fused_c")
 #: measured 1.56x the per-frame reference against 1.26x for ``nn_gru``, at the paper's
 #: 3 x 1024 the two were level within the noise (``benchmarks/results/step.md``), and
 #: ``fused`` trains 1.28x to 1.34x faster per book step than ``loop``
-#: (``benchmarks/results/book_steps_fused.md``), ``fused_c`` 1.14x to 1.15x faster than ``fused``
-#: (``book_steps_fused_c.md``); with the losses of today, a book step is 1.53x to 1.55x faster
+#: (``benchmarks/results/book_steps_fused.md``), ``fused_c`` 1.17x to 1.19x faster than ``fused``
+#: (``book_steps_fused_c.md``); with the losses of today, a book step is 1.58x to 1.60x faster
 #: than at commit 4356ec8, where ``auto`` took ``loop`` (``book_steps_vs_4356ec8.md``). ``grouped``
 #: is opt-in: at the book's size it was not clearly faster than ``loop``
 #: (``benchmarks/results/book_steps_grouped.md``).
