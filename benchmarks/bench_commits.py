@@ -29,7 +29,7 @@ from typing import Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import command_line, machine_info, write_report  # noqa: E402
+from _common import command_line, machine_info, render_report, write_report  # noqa: E402
 
 METHODS = ("moco3", "cmd", "i2md")
 
@@ -147,7 +147,7 @@ def write_markdown(path: Path, report: dict) -> None:
              f"Two processes, one per commit, take turns step by step. One step = `train.train_step` (both views, "
              f"the method's losses, the enqueue) + backward + SGD on real batches of the book's data, "
              f"`{report['profile']}` profile, both from the same weights on the same batches. The relative loss "
-             "differences are over the first 20 timed-or-warm-up steps and over all of them.", "",
+             "differences are over the first 20 steps (the warm-up steps among them) and over all of them.", "",
              f"| method | BiGRU | frames | batch | queue | timed steps | {base}: path, steps/s | {head}: path, steps/s "
              "| speed-up (ratio of medians) | per-step ratios | max rel. loss diff, 20 steps / all |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -171,7 +171,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--profile", default="book")
     parser.add_argument("--note", default="", help="a paragraph added under the table")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "book_steps_vs_base"))
+    parser.add_argument("--render", metavar="JSON", help="only rewrite the markdown of an earlier run's "
+                        "JSON (and its note, with --note); nothing is measured")
     args = parser.parse_args(argv)
+    if args.render:
+        return render_report(args.render, args.note, write_markdown)
     import torch
 
     base = git("rev-parse", "--short", args.base)

@@ -89,4 +89,8 @@ def test_bench_commits_runs_two_trees_in_turn(tmp_path):
         assert result["max_rel_loss_diff"] == 0.0 and result["paths"]["base"] == result["paths"]["head"]
     assert len(result["losses"]["base"]) == len(result["losses"]["head"]) == 3
     assert "speed-up" in (tmp_path / "vs_head.md").read_text()
+    table = (tmp_path / "vs_head.md").read_text().split("| method")[1]
+    bench_commits.main(["--render", str(tmp_path / "vs_head.json"), "--note", "A note added later."])
+    rendered = (tmp_path / "vs_head.md").read_text()
+    assert rendered.split("| method")[1] == table + "\nA note added later.\n"   # the numbers untouched
     assert not any("i2md_bench_" in line for line in bench_commits.git("worktree", "list").splitlines())
