@@ -1,7 +1,13 @@
 /* The per-frame gate arithmetic of the fused GRU layer (i2md_lib/models/fused_gru.py), one pass
- * over memory instead of a handful of PyTorch operations. Compiled on first use by
+ * over memory instead of a handful of PyTorch operations, forward and backward, and the loops
+ * over a layer's frames that call it with the recurrent products between frames (taken from the
+ * BLAS inside PyTorch, whose address the caller passes). Compiled on first use by
  * i2md_lib/models/cpu_kernels.py with the machine's C compiler; without one, the layer runs the
- * same arithmetic as PyTorch operations.
+ * same arithmetic as PyTorch operations. The GRU's equations, gate order r, z, n as nn.GRU:
+ *   r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)     z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+ *   n = tanh(W_in x + b_in + r (W_hn h + b_hn))     h' = (1 - z) n + z h
+ * with tanh(a) computed as 2 sigmoid(2a) - 1 (the factor 2 is in the rows of n of the input
+ * products; see fused_gru.py).
  *
  * Layouts (C cells, N clips, H hidden units; every innermost index j is contiguous):
  *   gate  (C, N, 3H) contiguous: in [W_hr h, W_hz h, W_hn h], out [r, z, W_hn h + b_hn]
