@@ -243,13 +243,11 @@ def _forward_native(kernels: "cpu_kernels.Kernels", x: Tensor, w_ih: Tensor, b_i
     weight, bias = _input_weights(w_ih.detach(), b_ih.detach(), b_hh.detach())
     gi = torch.mm(x, weight.t())           # (T*N, G*3H), one product; the kernel adds the biases
     bias = bias.contiguous()
-    w_hh_t = w_hh.detach().transpose(1, 2).contiguous()                # (G, H, 3H)
     b_hn = b_hh.detach()[:, 2 * h:].contiguous()                       # (G, H)
     out = x.new_empty(frames, n, g * h)
     packed = x.new_empty(2, g, n, h)           # each state once more, contiguous: the products read it faster
     gates = x.new_empty(frames if save else 1, g, n, h3)
     cands = x.new_empty(frames if save else 1, g, n, h)
-    forward, size = kernels.forward[x.dtype], x.element_size()
     gi_ptr, out_ptr, b_ptr, bi_ptr, gate_ptr, cand_ptr = (t.data_ptr() for t in (gi, out, b_hn, bias, gates, cands))
     if x.dtype in kernels.forward_layer:        # the whole loop in C, the products by PyTorch's BLAS
         w_hh_c = w_hh.detach().contiguous()
@@ -258,6 +256,8 @@ def _forward_native(kernels: "cpu_kernels.Kernels", x: Tensor, w_ih: Tensor, b_i
                                        cand_ptr, n * g * h if save else 0, packed.data_ptr())
         return out, (gates if save else None), (cands if save else None)
     # else frame by frame: pointers by arithmetic and the products' targets as views made once
+    forward, size = kernels.forward[x.dtype], x.element_size()
+    w_hh_t = w_hh.detach().transpose(1, 2).contiguous()                # (G, H, 3H)
     gi_step, state_step = n * g * h3 * size, n * g * h * size
     gate_step, cand_step = (n * g * h3 * size, n * g * h * size) if save else (0, 0)
     gate_t, packed_t = gates.unbind(0) * (1 if save else frames), packed.unbind(0)
